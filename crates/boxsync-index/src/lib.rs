@@ -1,1 +1,394 @@
+//! The index of one store: a SQLite file (WAL mode) holding, per mailbox, UIDVALIDITY, UIDNEXT,
+//! HIGHESTMODSEQ and the scan signature of its directories, and per message its UID, GUID, file,
+//! flags, keywords, modseq and the flags both sides agreed on at the last sync; plus the expunge
+//! journal. The mail files stay the truth for content: the index is refreshed from them before
+//! every sync, and an admin can read it with `sqlite3`.
 
+use boxsync_model::{Error, Flags, Guid128, Keywords, Modseq, Result, Uid};
+use rusqlite::{Connection, OptionalExtension, params};
+use std::path::Path;
+
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS mailbox (
+    guid TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    uidvalidity INTEGER NOT NULL,
+    uidnext INTEGER NOT NULL,
+    highest_modseq INTEGER NOT NULL,
+    scan_signature TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS message (
+    mailbox TEXT NOT NULL,
+    uid INTEGER NOT NULL,
+    guid TEXT NOT NULL,
+    file TEXT NOT NULL,
+    flags INTEGER NOT NULL,
+    keywords TEXT NOT NULL,
+    modseq INTEGER NOT NULL,
+    base_flags INTEGER,
+    base_keywords TEXT,
+    PRIMARY KEY (mailbox, uid)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS expunged (
+    mailbox TEXT NOT NULL,
+    uid INTEGER NOT NULL,
+    guid TEXT NOT NULL,
+    modseq INTEGER NOT NULL,
+    PRIMARY KEY (mailbox, uid)
+) WITHOUT ROWID;
+";
+
+/// A mailbox's counters as the index last saw them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MailboxRow {
+    pub guid: Guid128,
+    pub name: String,
+    pub uidvalidity: u32,
+    pub uidnext: Uid,
+    pub highest_modseq: Modseq,
+    pub scan_signature: String,
+}
+
+/// One message as the index knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MessageRow {
+    pub uid: Uid,
+    pub guid: String,
+    /// The file name relative to the mailbox directory (`cur/…` or `new/…`).
+    pub file: String,
+    pub flags: Flags,
+    pub keywords: Keywords,
+    pub modseq: Modseq,
+    /// The flags and keywords both sides had when this message was last synced.
+    pub base: Option<(Flags, Keywords)>,
+}
+
+/// An entry of the expunge journal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExpungedRow {
+    pub uid: Uid,
+    pub guid: String,
+    pub modseq: Modseq,
+}
+
+pub struct Index {
+    conn: Connection,
+}
+
+fn sql_err(path: &str) -> impl Fn(rusqlite::Error) -> Error + '_ {
+    move |e| match e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if matches!(
+                f.code,
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+            ) =>
+        {
+            Error::temp(format!("index {path} is locked by another process: {e}"))
+        }
+        rusqlite::Error::SqliteFailure(f, _)
+            if matches!(
+                f.code,
+                rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt
+            ) =>
+        {
+            Error::data(format!(
+                "index {path} is corrupt ({e}); delete it to rebuild it from the mail files"
+            ))
+        }
+        _ => Error::temp(format!("index {path}: {e}")),
+    }
+}
+
+fn join_keywords(k: &Keywords) -> String {
+    k.iter().map(String::as_str).collect::<Vec<_>>().join(" ")
+}
+
+fn split_keywords(s: &str) -> Keywords {
+    s.split(' ')
+        .filter(|k| !k.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+impl Index {
+    /// Opens (creating if needed) the index at `path`. With `durable`, commits reach the disk
+    /// before they return (`synchronous=FULL`); without, as `mail_fsync=never` asks.
+    pub fn open(path: &Path, durable: bool) -> Result<Index> {
+        let shown = path.display().to_string();
+        let conn = Connection::open(path).map_err(sql_err(&shown))?;
+        let sync = if durable { "FULL" } else { "OFF" };
+        conn.execute_batch(&format!(
+            "PRAGMA busy_timeout = 30000; PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync};"
+        ))
+        .map_err(sql_err(&shown))?;
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(sql_err(&shown))?;
+        if version > SCHEMA_VERSION {
+            return Err(Error::Config(format!(
+                "index {shown} was written by a newer boxsync (schema {version}); delete it to rebuild it"
+            )));
+        }
+        conn.execute_batch(SCHEMA).map_err(sql_err(&shown))?;
+        conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
+            .map_err(sql_err(&shown))?;
+        Ok(Index { conn })
+    }
+
+    fn err(&self) -> impl Fn(rusqlite::Error) -> Error + '_ {
+        sql_err(self.conn.path().unwrap_or("(index)"))
+    }
+
+    pub fn mailbox(&self, guid: Guid128) -> Result<Option<MailboxRow>> {
+        self.conn
+            .query_row(
+                "SELECT name, uidvalidity, uidnext, highest_modseq, scan_signature FROM mailbox WHERE guid = ?1",
+                params![guid.to_string()],
+                |r| {
+                    Ok(MailboxRow {
+                        guid,
+                        name: r.get(0)?,
+                        uidvalidity: r.get(1)?,
+                        uidnext: r.get(2)?,
+                        highest_modseq: r.get::<_, i64>(3)? as u64,
+                        scan_signature: r.get(4)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(self.err())
+    }
+
+    /// The messages of a mailbox in UID order.
+    pub fn messages(&self, mailbox: Guid128) -> Result<Vec<MessageRow>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT uid, guid, file, flags, keywords, modseq, base_flags, base_keywords
+                 FROM message WHERE mailbox = ?1 ORDER BY uid",
+            )
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map(params![mailbox.to_string()], |r| {
+                let base_flags: Option<u8> = r.get(6)?;
+                let base_keywords: Option<String> = r.get(7)?;
+                Ok(MessageRow {
+                    uid: r.get(0)?,
+                    guid: r.get(1)?,
+                    file: r.get(2)?,
+                    flags: Flags(r.get(3)?),
+                    keywords: split_keywords(&r.get::<_, String>(4)?),
+                    modseq: r.get::<_, i64>(5)? as u64,
+                    base: base_flags.map(|f| {
+                        (
+                            Flags(f),
+                            split_keywords(base_keywords.as_deref().unwrap_or("")),
+                        )
+                    }),
+                })
+            })
+            .map_err(self.err())?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(self.err())
+    }
+
+    /// The expunge journal of a mailbox, entries newer than `since`, in UID order.
+    pub fn expunged_since(&self, mailbox: Guid128, since: Modseq) -> Result<Vec<ExpungedRow>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT uid, guid, modseq FROM expunged WHERE mailbox = ?1 AND modseq > ?2 ORDER BY uid")
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map(params![mailbox.to_string(), since as i64], |r| {
+                Ok(ExpungedRow {
+                    uid: r.get(0)?,
+                    guid: r.get(1)?,
+                    modseq: r.get::<_, i64>(2)? as u64,
+                })
+            })
+            .map_err(self.err())?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(self.err())
+    }
+
+    /// Starts a batch of changes that land together or not at all.
+    pub fn transaction(&mut self) -> Result<Transaction<'_>> {
+        let path = self.conn.path().unwrap_or("(index)").to_owned();
+        let tx = self.conn.transaction().map_err(sql_err(&path))?;
+        Ok(Transaction { tx, path })
+    }
+}
+
+/// Changes to the index, committed at once.
+pub struct Transaction<'a> {
+    tx: rusqlite::Transaction<'a>,
+    path: String,
+}
+
+impl Transaction<'_> {
+    fn err(&self) -> impl Fn(rusqlite::Error) -> Error + '_ {
+        sql_err(&self.path)
+    }
+
+    pub fn put_mailbox(&self, row: &MailboxRow) -> Result<()> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO mailbox (guid, name, uidvalidity, uidnext, highest_modseq, scan_signature)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT(guid) DO UPDATE SET name = ?2, uidvalidity = ?3, uidnext = ?4,
+                     highest_modseq = ?5, scan_signature = ?6",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    row.guid.to_string(),
+                    row.name,
+                    row.uidvalidity,
+                    row.uidnext,
+                    row.highest_modseq as i64,
+                    row.scan_signature
+                ])
+            })
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// Forgets a mailbox and everything in it.
+    pub fn delete_mailbox(&self, guid: Guid128) -> Result<()> {
+        let g = guid.to_string();
+        for table in ["message", "expunged"] {
+            self.tx
+                .execute(
+                    &format!("DELETE FROM {table} WHERE mailbox = ?1"),
+                    params![g],
+                )
+                .map_err(self.err())?;
+        }
+        self.tx
+            .execute("DELETE FROM mailbox WHERE guid = ?1", params![g])
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// Moves every row of a mailbox to a new GUID (when the two sides agree on another GUID).
+    pub fn rekey_mailbox(&self, old: Guid128, new: Guid128) -> Result<()> {
+        let (o, n) = (old.to_string(), new.to_string());
+        for table in ["message", "expunged"] {
+            self.tx
+                .execute(
+                    &format!("UPDATE {table} SET mailbox = ?2 WHERE mailbox = ?1"),
+                    params![o, n],
+                )
+                .map_err(self.err())?;
+        }
+        self.tx
+            .execute(
+                "UPDATE mailbox SET guid = ?2 WHERE guid = ?1",
+                params![o, n],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    pub fn put_message(&self, mailbox: Guid128, m: &MessageRow) -> Result<()> {
+        self.tx
+            .prepare_cached(
+                "INSERT OR REPLACE INTO message
+                 (mailbox, uid, guid, file, flags, keywords, modseq, base_flags, base_keywords)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    mailbox.to_string(),
+                    m.uid,
+                    m.guid,
+                    m.file,
+                    m.flags.0,
+                    join_keywords(&m.keywords),
+                    m.modseq as i64,
+                    m.base.as_ref().map(|b| b.0.0),
+                    m.base.as_ref().map(|b| join_keywords(&b.1)),
+                ])
+            })
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    pub fn delete_message(&self, mailbox: Guid128, uid: Uid) -> Result<()> {
+        self.tx
+            .prepare_cached("DELETE FROM message WHERE mailbox = ?1 AND uid = ?2")
+            .and_then(|mut s| s.execute(params![mailbox.to_string(), uid]))
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    pub fn add_expunged(&self, mailbox: Guid128, e: &ExpungedRow) -> Result<()> {
+        self.tx
+            .prepare_cached("INSERT OR REPLACE INTO expunged (mailbox, uid, guid, modseq) VALUES (?1, ?2, ?3, ?4)")
+            .and_then(|mut s| s.execute(params![mailbox.to_string(), e.uid, e.guid, e.modseq as i64]))
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    pub fn commit(self) -> Result<()> {
+        let path = self.path;
+        self.tx.commit().map_err(sql_err(&path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_and_journal_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut idx = Index::open(&dir.path().join("i.sqlite"), false).unwrap();
+        let g = Guid128::generate();
+        let kw: Keywords = ["$Important".to_owned(), "Work".to_owned()].into();
+        let m = MessageRow {
+            uid: 3,
+            guid: "abc".into(),
+            file: "cur/abc:2,S".into(),
+            flags: Flags::SEEN,
+            keywords: kw.clone(),
+            modseq: 7,
+            base: Some((Flags::EMPTY, Keywords::new())),
+        };
+        let tx = idx.transaction().unwrap();
+        tx.put_mailbox(&MailboxRow {
+            guid: g,
+            name: "INBOX".into(),
+            uidvalidity: 5,
+            uidnext: 4,
+            highest_modseq: 7,
+            scan_signature: String::new(),
+        })
+        .unwrap();
+        tx.put_message(g, &m).unwrap();
+        tx.add_expunged(
+            g,
+            &ExpungedRow {
+                uid: 2,
+                guid: "old".into(),
+                modseq: 6,
+            },
+        )
+        .unwrap();
+        tx.commit().unwrap();
+        assert_eq!(idx.messages(g).unwrap(), vec![m]);
+        assert_eq!(idx.expunged_since(g, 5).unwrap().len(), 1);
+        assert_eq!(idx.expunged_since(g, 6).unwrap().len(), 0);
+        assert_eq!(idx.mailbox(g).unwrap().unwrap().uidnext, 4);
+    }
+
+    #[test]
+    fn garbage_file_is_reported_as_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("i.sqlite");
+        std::fs::write(&path, vec![b'x'; 4096]).unwrap();
+        let err = Index::open(&path, false).err().unwrap();
+        assert!(err.to_string().contains("corrupt"), "{err}");
+    }
+}

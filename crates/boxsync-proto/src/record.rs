@@ -1,0 +1,221 @@
+//! The dsync record types (reference/dovecot-dsync.md §4.3) as Rust values. Field names follow
+//! Dovecot's keys so that the wire codec of the remote issue maps them one to one.
+
+use boxsync_model::{Flags, Guid128, MailboxName, Modseq, Uid};
+use std::fmt;
+use std::io::Read;
+use std::path::Path;
+
+/// `H.sync_type`: `f` full, `c` changed (fast, the default), `s` stateful.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncType {
+    Full,
+    Changed,
+    State,
+}
+
+/// `H`: sent by both sides first; the slave adopts the master's settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Handshake {
+    pub hostname: String,
+    pub sync_type: SyncType,
+    /// The master sends mail, the slave only receives (`backup`); reversed for the slave.
+    pub backup_send: bool,
+    pub backup_recv: bool,
+    /// `sync -1`: the sending side is never modified.
+    pub no_backup_overwrite: bool,
+    /// `-m`: only these mailboxes (by name).
+    pub sync_boxes: Vec<String>,
+    /// `-x`: mailbox masks to leave alone.
+    pub exclude_mailboxes: Vec<String>,
+}
+
+/// `N.existence`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Existence {
+    Exists,
+    Nonexistent,
+    Deleted,
+}
+
+/// `N`: one node of a side's mailbox tree.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TreeNode {
+    pub name: MailboxName,
+    pub existence: Existence,
+    pub mailbox_guid: Guid128,
+    pub uid_validity: u32,
+    pub uid_next: u32,
+    pub last_renamed_or_created: i64,
+    pub subscribed: bool,
+    pub last_subscription_change: i64,
+}
+
+/// `D`: a side's tombstones. Dirs and unsubscribes are keyed by SHA-1-128 of the name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Deletes {
+    pub mailboxes: Vec<(Guid128, i64)>,
+    pub dirs: Vec<(Guid128, i64)>,
+    pub unsubscribes: Vec<(Guid128, i64)>,
+}
+
+/// `B`: a mailbox's counters, exchanged before its messages.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct MailboxRecord {
+    pub mailbox_guid: Guid128,
+    pub uid_validity: u32,
+    pub uid_next: Uid,
+    pub messages_count: u32,
+    pub first_recent_uid: Uid,
+    pub highest_modseq: Modseq,
+    pub highest_pvt_modseq: Modseq,
+    /// The side does not have (or lost) this mailbox.
+    pub mailbox_lost: bool,
+    /// The side will not sync this mailbox (filtered, or `-1` on the destination only).
+    pub mailbox_ignore: bool,
+}
+
+/// `C.type`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChangeType {
+    Save,
+    Expunge,
+    FlagChange,
+}
+
+/// One entry of `C.keyword_changes`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum KeywordChange {
+    /// `+kw`: added since the last common state.
+    Add(String),
+    /// `-kw`: removed since the last common state.
+    Remove(String),
+    /// `=kw`: present now.
+    Final(String),
+    /// `&kw`: added and present now.
+    AddFinal(String),
+}
+
+/// `C`: one message as one side has it (save), or its expunge, with flag deltas since the last
+/// state both sides agreed on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MailChange {
+    pub change_type: ChangeType,
+    pub uid: Uid,
+    pub guid: String,
+    pub modseq: Modseq,
+    pub add_flags: Flags,
+    pub remove_flags: Flags,
+    pub final_flags: Flags,
+    pub keywords_reset: bool,
+    pub keyword_changes: Vec<KeywordChange>,
+    pub received_timestamp: i64,
+    pub virtual_size: u64,
+}
+
+impl MailChange {
+    /// The keywords this change says the message has now.
+    pub fn final_keywords(&self) -> impl Iterator<Item = &str> {
+        self.keyword_changes.iter().filter_map(|k| match k {
+            KeywordChange::Final(s) | KeywordChange::AddFinal(s) => Some(s.as_str()),
+            _ => None,
+        })
+    }
+
+    /// Whether this side changed keyword `kw` since the last common state.
+    pub fn keyword_changed(&self, kw: &str) -> bool {
+        self.keyword_changes.iter().any(|k| match k {
+            KeywordChange::Add(s) | KeywordChange::Remove(s) | KeywordChange::AddFinal(s) => {
+                s == kw
+            }
+            KeywordChange::Final(_) => false,
+        })
+    }
+}
+
+/// `R`: please send me this mail.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MailRequest {
+    pub guid: String,
+    pub uid: Uid,
+}
+
+/// A message body that can be read when the receiver is ready for it, so that thousands of
+/// queued `M` records hold no open files and no bytes.
+pub trait MailBody: Send {
+    fn open(&self) -> std::io::Result<Box<dyn Read + Send>>;
+    /// A local file holding exactly the body, when there is one (lets a local copy use the
+    /// kernel's copy instead of a read/write loop).
+    fn local_path(&self) -> Option<&Path> {
+        None
+    }
+    /// The size in bytes, when known without reading.
+    fn size(&self) -> Option<u64> {
+        None
+    }
+}
+
+/// `M`: a message body with the metadata that is not in the `C` record.
+pub struct Mail {
+    pub guid: String,
+    pub uid: Uid,
+    pub pop3_uidl: Option<String>,
+    pub pop3_order: Option<u32>,
+    pub received_date: i64,
+    pub saved_date: i64,
+    /// `None`: the sender no longer has the mail (expunged meanwhile).
+    pub body: Option<Box<dyn MailBody>>,
+}
+
+impl fmt::Debug for Mail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Mail")
+            .field("guid", &self.guid)
+            .field("uid", &self.uid)
+            .field("received_date", &self.received_date)
+            .field("has_body", &self.body.is_some())
+            .finish()
+    }
+}
+
+/// `F`: the slave's result.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Finish {
+    pub error: Option<String>,
+    /// Dovecot's `enum mail_error`, 0 for none.
+    pub mail_error: u32,
+    pub require_full_resync: bool,
+}
+
+/// Everything that travels between two brains. `End` is the `.` line that closes a list.
+#[derive(Debug)]
+pub enum Record {
+    Handshake(Handshake),
+    State(crate::MailboxState),
+    Node(TreeNode),
+    Deletes(Deletes),
+    Mailbox(MailboxRecord),
+    Change(MailChange),
+    Request(MailRequest),
+    Mail(Mail),
+    Finish(Finish),
+    End,
+}
+
+impl Record {
+    /// The record's type letter, as on the wire (`.` for the end of a list).
+    pub fn letter(&self) -> char {
+        match self {
+            Record::Handshake(_) => 'H',
+            Record::State(_) => 'S',
+            Record::Node(_) => 'N',
+            Record::Deletes(_) => 'D',
+            Record::Mailbox(_) => 'B',
+            Record::Change(_) => 'C',
+            Record::Request(_) => 'R',
+            Record::Mail(_) => 'M',
+            Record::Finish(_) => 'F',
+            Record::End => '.',
+        }
+    }
+}

@@ -1,1 +1,931 @@
+//! The sync engine. Two symmetric brains, one per store, exchange dsync records over a [`Link`]
+//! in Dovecot's order (reference §4.4): handshake, states, tree, then per mailbox `B`, `C`, `R`,
+//! `M` and `S`, and `F` at the end. Both run the same decisions on the same records, so each
+//! changes only its own store and the two agree without a coordinator.
 
+pub mod link;
+pub mod mails;
+pub mod tree;
+
+use boxsync_model::{Error, ExitCode, Flags, Guid128, Keywords, MailboxName, Modseq, Result, Uid};
+use boxsync_proto::{
+    ChangeType, Deletes, Existence, Finish, Handshake, Mail, MailChange, MailRequest,
+    MailboxRecord, MailboxState, Record, SyncType, TreeNode,
+};
+use boxsync_store::{HeaderUpdate, Store};
+use link::Link;
+use mails::{Action, SideChanges};
+use std::collections::{BTreeMap, HashMap};
+
+/// Which brain: the master runs the command and leads; the slave follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Master,
+    Slave,
+}
+
+impl Role {
+    pub fn index(self) -> usize {
+        match self {
+            Role::Master => 0,
+            Role::Slave => 1,
+        }
+    }
+}
+
+/// The three kinds of sync.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// `sync`: merge both ways.
+    TwoWay,
+    /// `backup`: the destination becomes a copy of `source`.
+    Backup { source: Role },
+    /// `sync -1`: merge into the destination, never changing `source`.
+    OneWay { source: Role },
+}
+
+/// What the master asks for; the slave takes it from the handshake.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub mode: Mode,
+    pub sync_type: SyncType,
+    /// The `-s` state (stateful sync); `None` otherwise.
+    pub state: Option<Vec<MailboxState>>,
+    /// `-m`: only these mailboxes.
+    pub mailboxes: Vec<String>,
+    /// `-x`: leave these alone (`*` and `?` wildcards).
+    pub excludes: Vec<String>,
+}
+
+/// What a brain reports at the end.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub exit: Option<ExitCode>,
+    pub state: Vec<MailboxState>,
+    pub errors: Vec<String>,
+    pub saved: u64,
+    pub expunged: u64,
+    pub flag_changes: u64,
+    pub bytes: u64,
+    pub changed_during_sync: bool,
+}
+
+impl Outcome {
+    pub fn exit_code(&self) -> ExitCode {
+        let mut code = self.exit.unwrap_or(ExitCode::Ok);
+        if self.changed_during_sync {
+            code = code.worst(ExitCode::Changed);
+        }
+        code
+    }
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".to_owned())
+}
+
+/// Matches a mailbox name against a `-x`/`-m` mask with `*` and `?`.
+pub fn mask_matches(mask: &str, name: &str) -> bool {
+    fn go(m: &[char], n: &[char]) -> bool {
+        match (m.first(), n.first()) {
+            (None, None) => true,
+            (Some('*'), _) => go(&m[1..], n) || (!n.is_empty() && go(m, &n[1..])),
+            (Some('?'), Some(_)) => go(&m[1..], &n[1..]),
+            (Some(a), Some(b)) => a == b && go(&m[1..], &n[1..]),
+            _ => false,
+        }
+    }
+    let m: Vec<char> = mask.chars().collect();
+    let n: Vec<char> = name.chars().collect();
+    go(&m, &n) || (mask.eq_ignore_ascii_case("INBOX") && name == "INBOX")
+}
+
+fn selected(settings: &Settings, name: &MailboxName) -> bool {
+    let n = name.to_string();
+    (settings.mailboxes.is_empty() || settings.mailboxes.iter().any(|m| mask_matches(m, &n)))
+        && !settings.excludes.iter().any(|x| mask_matches(x, &n))
+}
+
+/// Runs a local sync: two brains in one process, the slave on its own thread.
+pub fn sync_local(
+    master: &mut dyn Store,
+    slave: &mut (dyn Store + Send),
+    settings: Settings,
+) -> Result<Outcome> {
+    let (mut a, mut b) = link::pair();
+    std::thread::scope(|scope| {
+        let slave_thread = scope.spawn(move || run(Role::Slave, slave, &mut b, None));
+        let master_result = run(Role::Master, master, &mut a, Some(settings));
+        drop(a);
+        let slave_result = slave_thread
+            .join()
+            .map_err(|_| Error::temp("the slave brain panicked"))?;
+        let mut outcome = master_result?;
+        let slave_outcome = slave_result?;
+        outcome.errors.extend(slave_outcome.errors);
+        if let Some(code) = slave_outcome.exit {
+            outcome.exit = Some(outcome.exit.unwrap_or(ExitCode::Ok).worst(code));
+        }
+        outcome.changed_during_sync |= slave_outcome.changed_during_sync;
+        outcome.saved += slave_outcome.saved;
+        outcome.expunged += slave_outcome.expunged;
+        outcome.flag_changes += slave_outcome.flag_changes;
+        outcome.bytes += slave_outcome.bytes;
+        Ok(outcome)
+    })
+}
+
+fn protocol(msg: String) -> Error {
+    Error::data(format!("dsync protocol error: {msg}"))
+}
+
+/// Runs one brain to the end. The master passes its settings; the slave receives them.
+pub fn run(
+    role: Role,
+    store: &mut dyn Store,
+    link: &mut dyn Link,
+    settings: Option<Settings>,
+) -> Result<Outcome> {
+    let mut outcome = Outcome::default();
+    let result = run_inner(role, store, link, settings, &mut outcome);
+    if let Err(e) = result {
+        // Tell a waiting peer, so it ends instead of hanging.
+        let _ = link.send(Record::Finish(Finish {
+            error: Some(e.to_string()),
+            mail_error: 1,
+            require_full_resync: false,
+        }));
+        return Err(e);
+    }
+    Ok(outcome)
+}
+
+fn handshake_of(settings: &Settings) -> Handshake {
+    let (backup_send, backup_recv, no_backup_overwrite) = match settings.mode {
+        Mode::TwoWay => (false, false, false),
+        Mode::Backup {
+            source: Role::Master,
+        } => (true, false, false),
+        Mode::Backup {
+            source: Role::Slave,
+        } => (false, true, false),
+        Mode::OneWay {
+            source: Role::Master,
+        } => (true, false, true),
+        Mode::OneWay {
+            source: Role::Slave,
+        } => (false, true, true),
+    };
+    Handshake {
+        hostname: hostname(),
+        sync_type: settings.sync_type,
+        backup_send,
+        backup_recv,
+        no_backup_overwrite,
+        sync_boxes: settings.mailboxes.clone(),
+        exclude_mailboxes: settings.excludes.clone(),
+    }
+}
+
+fn settings_of(h: &Handshake) -> Settings {
+    let source = if h.backup_send {
+        Some(Role::Master)
+    } else if h.backup_recv {
+        Some(Role::Slave)
+    } else {
+        None
+    };
+    let mode = match (source, h.no_backup_overwrite) {
+        (None, _) => Mode::TwoWay,
+        (Some(source), false) => Mode::Backup { source },
+        (Some(source), true) => Mode::OneWay { source },
+    };
+    Settings {
+        mode,
+        sync_type: h.sync_type,
+        state: None,
+        mailboxes: h.sync_boxes.clone(),
+        excludes: h.exclude_mailboxes.clone(),
+    }
+}
+
+fn run_inner(
+    role: Role,
+    store: &mut dyn Store,
+    link: &mut dyn Link,
+    settings: Option<Settings>,
+    outcome: &mut Outcome,
+) -> Result<()> {
+    // Handshake.
+    let mut settings = match (role, settings) {
+        (Role::Master, Some(s)) => {
+            link.send(Record::Handshake(handshake_of(&s)))?;
+            match link.recv()? {
+                Record::Handshake(_) => s,
+                Record::Finish(f) => return Err(Error::temp(f.error.unwrap_or_default())),
+                r => return Err(protocol(format!("expected handshake, got {}", r.letter()))),
+            }
+        }
+        _ => {
+            link.send(Record::Handshake(Handshake {
+                hostname: hostname(),
+                sync_type: SyncType::Changed,
+                backup_send: false,
+                backup_recv: false,
+                no_backup_overwrite: false,
+                sync_boxes: Vec::new(),
+                exclude_mailboxes: Vec::new(),
+            }))?;
+            match link.recv()? {
+                Record::Handshake(h) => settings_of(&h),
+                r => return Err(protocol(format!("expected handshake, got {}", r.letter()))),
+            }
+        }
+    };
+
+    // States from the last sync.
+    let mut states: HashMap<Guid128, MailboxState> = HashMap::new();
+    if settings.sync_type == SyncType::State {
+        if role == Role::Master {
+            for s in settings.state.take().unwrap_or_default() {
+                states.insert(s.mailbox_guid, s);
+                link.send(Record::State(s))?;
+            }
+            link.send(Record::End)?;
+        } else {
+            loop {
+                match link.recv()? {
+                    Record::State(s) => {
+                        states.insert(s.mailbox_guid, s);
+                    }
+                    Record::End => break,
+                    r => return Err(protocol(format!("expected state, got {}", r.letter()))),
+                }
+            }
+        }
+    }
+
+    // Trees.
+    let mine = local_tree(store, &settings);
+    for n in &mine.nodes {
+        link.send(Record::Node(n.clone()))?;
+    }
+    link.send(Record::End)?;
+    link.send(Record::Deletes(mine.deletes.clone()))?;
+    let mut theirs = tree::TreeSide::default();
+    loop {
+        match link.recv()? {
+            Record::Node(n) => {
+                if !n.mailbox_guid.is_zero()
+                    && theirs
+                        .nodes
+                        .iter()
+                        .any(|o| o.mailbox_guid == n.mailbox_guid)
+                {
+                    return Err(protocol(format!(
+                        "remote sent duplicate mailbox GUID {}",
+                        n.mailbox_guid
+                    )));
+                }
+                theirs.nodes.push(n)
+            }
+            Record::End => break,
+            r => return Err(protocol(format!("expected tree node, got {}", r.letter()))),
+        }
+    }
+    match link.recv()? {
+        Record::Deletes(d) => theirs.deletes = d,
+        r => return Err(protocol(format!("expected deletes, got {}", r.letter()))),
+    }
+    let (master_tree, slave_tree) = if role == Role::Master {
+        (&mine, &theirs)
+    } else {
+        (&theirs, &mine)
+    };
+    let plan = tree::plan(master_tree, slave_tree, settings.mode);
+    apply_tree(role, store, &plan, settings.mode, outcome);
+
+    // Mailboxes, in the master's order.
+    let protected = match settings.mode {
+        Mode::Backup { source } | Mode::OneWay { source } => Some(source),
+        Mode::TwoWay => None,
+    };
+    let dest_skips = |guid: &Guid128| protected.is_some() && plan.dest_skip.contains(guid);
+    if role == Role::Master {
+        for b in &plan.boxes {
+            if dest_skips(&b.guid) {
+                continue;
+            }
+            let mine = mailbox_record(store, b.guid);
+            link.send(Record::Mailbox(mine.clone()))?;
+            let theirs = match link.recv()? {
+                Record::Mailbox(r) => r,
+                Record::Finish(f) => {
+                    return Err(Error::temp(
+                        f.error.unwrap_or_else(|| "remote failed".into()),
+                    ));
+                }
+                r => return Err(protocol(format!("expected mailbox, got {}", r.letter()))),
+            };
+            sync_mailbox(
+                role, store, link, &settings, &states, &b.name, &mine, &theirs, outcome,
+            )?;
+        }
+        link.send(Record::End)?;
+        match link.recv()? {
+            Record::Finish(f) => {
+                if let Some(e) = f.error {
+                    outcome.errors.push(format!("remote: {e}"));
+                    outcome.exit = Some(
+                        outcome
+                            .exit
+                            .unwrap_or(ExitCode::Ok)
+                            .worst(ExitCode::TempFail),
+                    );
+                }
+            }
+            r => return Err(protocol(format!("expected finish, got {}", r.letter()))),
+        }
+    } else {
+        loop {
+            match link.recv()? {
+                Record::Mailbox(theirs) => {
+                    let name = plan
+                        .boxes
+                        .iter()
+                        .find(|b| b.guid == theirs.mailbox_guid)
+                        .map(|b| b.name.clone());
+                    let mine = mailbox_record(store, theirs.mailbox_guid);
+                    link.send(Record::Mailbox(mine.clone()))?;
+                    let name = name.unwrap_or_else(MailboxName::inbox);
+                    sync_mailbox(
+                        role, store, link, &settings, &states, &name, &theirs, &mine, outcome,
+                    )?;
+                }
+                Record::End => break,
+                r => return Err(protocol(format!("expected mailbox, got {}", r.letter()))),
+            }
+        }
+        let error = (!outcome.errors.is_empty()).then(|| outcome.errors.join("; "));
+        link.send(Record::Finish(Finish {
+            error,
+            mail_error: 0,
+            require_full_resync: false,
+        }))?;
+    }
+    Ok(())
+}
+
+fn local_tree(store: &dyn Store, settings: &Settings) -> tree::TreeSide {
+    let t = store.tombstones();
+    let nodes = store
+        .mailboxes()
+        .into_iter()
+        .filter(|m| selected(settings, &m.name))
+        .map(|m| TreeNode {
+            name: m.name,
+            existence: Existence::Exists,
+            mailbox_guid: m.guid,
+            uid_validity: m.uidvalidity,
+            uid_next: m.uidnext,
+            last_renamed_or_created: m.last_renamed_or_created,
+            subscribed: m.subscribed,
+            last_subscription_change: m.last_subscription_change,
+        })
+        .collect();
+    tree::TreeSide {
+        nodes,
+        deletes: Deletes {
+            mailboxes: t.mailboxes,
+            dirs: Vec::new(),
+            unsubscribes: t.unsubscribes,
+        },
+    }
+}
+
+fn record_error(outcome: &mut Outcome, e: Error) {
+    tracing::error!("{e}");
+    outcome.exit = Some(outcome.exit.unwrap_or(ExitCode::Ok).worst(e.exit_code()));
+    outcome.errors.push(e.to_string());
+}
+
+/// Changes this side's tree to the planned one: merges, deletes, renames (through temporary
+/// names where targets are taken), creates, then subscriptions. Failures are reported and the
+/// sync goes on with what exists.
+fn apply_tree(
+    role: Role,
+    store: &mut dyn Store,
+    plan: &tree::TreePlan,
+    mode: Mode,
+    outcome: &mut Outcome,
+) {
+    let protected = match mode {
+        Mode::Backup { source } | Mode::OneWay { source } => source == role,
+        Mode::TwoWay => false,
+    };
+    if protected {
+        return;
+    }
+    for (old, new) in &plan.guid_merges {
+        if store.mailboxes().iter().any(|m| m.guid == *old) {
+            if let Err(e) = store.change_mailbox_guid(*old, *new) {
+                record_error(outcome, e);
+            }
+        }
+    }
+    let wanted: HashMap<Guid128, &tree::FinalBox> =
+        plan.boxes.iter().map(|b| (b.guid, b)).collect();
+    let skip_create = matches!(mode, Mode::OneWay { .. });
+    for m in store.mailboxes() {
+        if !wanted.contains_key(&m.guid)
+            && !(skip_create && !plan.dest_skip.is_empty() && plan.dest_skip.contains(&m.guid))
+        {
+            if m.name.is_inbox() && !matches!(mode, Mode::Backup { .. }) {
+                continue;
+            }
+            if let Err(e) = store.delete_mailbox(m.guid) {
+                record_error(outcome, e);
+            }
+        }
+    }
+    // Renames: first out of the way of each other, then into place.
+    let mut moving = Vec::new();
+    for m in store.mailboxes() {
+        if let Some(b) = wanted.get(&m.guid) {
+            if b.name != m.name {
+                moving.push((m.guid, m.name.clone(), b.name.clone()));
+            }
+        }
+    }
+    let taken =
+        |store: &dyn Store, name: &MailboxName| store.mailboxes().iter().any(|m| &m.name == name);
+    for (guid, _, to) in &moving {
+        let result = if taken(store, to) {
+            let tmp = MailboxName::from_parts([format!("boxsync-rename-{guid}")]);
+            tmp.and_then(|t| store.rename_mailbox(*guid, &t))
+        } else {
+            store.rename_mailbox(*guid, to)
+        };
+        if let Err(e) = result {
+            record_error(outcome, e);
+        }
+    }
+    for (guid, _, to) in &moving {
+        let at = store
+            .mailboxes()
+            .into_iter()
+            .find(|m| m.guid == *guid)
+            .map(|m| m.name);
+        if at.as_ref().is_some_and(|n| n != to) {
+            if let Err(e) = store.rename_mailbox(*guid, to) {
+                record_error(outcome, e);
+            }
+        }
+    }
+    let have: Vec<_> = store.mailboxes();
+    for b in &plan.boxes {
+        if plan.dest_skip.contains(&b.guid) {
+            continue;
+        }
+        if !have.iter().any(|m| m.guid == b.guid) {
+            if let Some(existing) = have.iter().find(|m| m.name == b.name) {
+                // The name is held by a mailbox the plan did not expect (INBOX cannot be
+                // deleted): take it over with the agreed GUID.
+                if let Err(e) = store.change_mailbox_guid(existing.guid, b.guid) {
+                    record_error(outcome, e);
+                }
+            } else if let Err(e) = store.create_mailbox(&b.name, b.guid, b.uidvalidity) {
+                record_error(outcome, e);
+            }
+        }
+    }
+    for b in &plan.boxes {
+        if let Some(m) = store.mailboxes().into_iter().find(|m| m.guid == b.guid) {
+            if m.subscribed != b.subscribed {
+                if let Err(e) = store.set_subscribed(&b.name, b.subscribed) {
+                    record_error(outcome, e);
+                }
+            }
+        }
+    }
+}
+
+fn mailbox_record(store: &dyn Store, guid: Guid128) -> MailboxRecord {
+    match store.mailboxes().into_iter().find(|m| m.guid == guid) {
+        Some(m) => MailboxRecord {
+            mailbox_guid: guid,
+            uid_validity: m.uidvalidity,
+            uid_next: m.uidnext,
+            messages_count: m.messages,
+            first_recent_uid: m.uidnext,
+            highest_modseq: m.highest_modseq,
+            highest_pvt_modseq: 0,
+            mailbox_lost: false,
+            mailbox_ignore: false,
+        },
+        None => MailboxRecord {
+            mailbox_guid: guid,
+            mailbox_lost: true,
+            ..Default::default()
+        },
+    }
+}
+
+fn matches_state(b: &MailboxRecord, s: &MailboxState) -> bool {
+    b.uid_validity == s.last_uidvalidity
+        && b.uid_next.saturating_sub(1) == s.last_common_uid
+        && b.highest_modseq == s.last_common_modseq
+        && b.messages_count == s.last_messages_count
+}
+
+fn can_continue_from(b: &MailboxRecord, s: &MailboxState) -> bool {
+    b.uid_validity == s.last_uidvalidity
+        && b.uid_next.saturating_sub(1) >= s.last_common_uid
+        && b.highest_modseq >= s.last_common_modseq
+}
+
+/// This side's `C` list: every message (or, from a state, those changed since) and the journal.
+fn export_changes(
+    store: &dyn Store,
+    guid: Guid128,
+    since: Option<&MailboxState>,
+) -> Result<Vec<MailChange>> {
+    let (lcu, lcm) = since.map_or((0, 0), |s| (s.last_common_uid, s.last_common_modseq));
+    let mut out = Vec::new();
+    for m in store.messages(guid)? {
+        if since.is_none() || m.uid > lcu || m.modseq > lcm {
+            out.push(mails::change_record(
+                m.uid,
+                &m.guid,
+                m.flags,
+                &m.keywords,
+                m.modseq,
+                m.base.as_ref(),
+            ));
+        }
+    }
+    for e in store.expunged_since(guid, lcm)? {
+        out.push(MailChange {
+            change_type: ChangeType::Expunge,
+            uid: e.uid,
+            guid: e.guid,
+            modseq: e.modseq,
+            add_flags: Flags::EMPTY,
+            remove_flags: Flags::EMPTY,
+            final_flags: Flags::EMPTY,
+            keywords_reset: false,
+            keyword_changes: Vec::new(),
+            received_timestamp: 0,
+            virtual_size: 0,
+        });
+    }
+    Ok(out)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn sync_mailbox(
+    role: Role,
+    store: &mut dyn Store,
+    link: &mut dyn Link,
+    settings: &Settings,
+    states: &HashMap<Guid128, MailboxState>,
+    name: &MailboxName,
+    master_b: &MailboxRecord,
+    slave_b: &MailboxRecord,
+    outcome: &mut Outcome,
+) -> Result<()> {
+    let guid = master_b.mailbox_guid;
+    let mine = if role == Role::Master {
+        master_b
+    } else {
+        slave_b
+    };
+    if master_b.mailbox_lost
+        || slave_b.mailbox_lost
+        || master_b.mailbox_ignore
+        || slave_b.mailbox_ignore
+    {
+        if mine.mailbox_lost {
+            outcome.errors.push(format!(
+                "mailbox {name} ({guid}) could not be opened on this side"
+            ));
+            outcome.changed_during_sync = true;
+        }
+        return Ok(());
+    }
+    let state = states.get(&guid);
+    let same = |a: &MailboxRecord, b: &MailboxRecord| {
+        a.uid_validity == b.uid_validity
+            && a.uid_next == b.uid_next
+            && a.messages_count == b.messages_count
+            && a.highest_modseq == b.highest_modseq
+    };
+    let skip = match (settings.sync_type, state) {
+        (SyncType::Full, _) => false,
+        (SyncType::State, Some(s)) => matches_state(master_b, s) && matches_state(slave_b, s),
+        _ => same(master_b, slave_b),
+    };
+    if skip {
+        if role == Role::Master {
+            outcome.state.push(state_after(guid, master_b, slave_b));
+        }
+        return Ok(());
+    }
+    let incremental = match (settings.sync_type, state) {
+        (SyncType::State, Some(s)) => {
+            can_continue_from(master_b, s) && can_continue_from(slave_b, s)
+        }
+        _ => false,
+    };
+    let since = if incremental { state } else { None };
+    if settings.sync_type == SyncType::State
+        && state.is_some()
+        && !incremental
+        && role == Role::Master
+    {
+        tracing::warn!(
+            "mailbox {name}: the saved state is older than the mailbox, doing a full sync of it"
+        );
+    }
+
+    // C: both lists.
+    let my_changes = export_changes(store, guid, since)?;
+    for c in &my_changes {
+        link.send(Record::Change(c.clone()))?;
+    }
+    link.send(Record::End)?;
+    let mut their_changes = Vec::new();
+    loop {
+        match link.recv()? {
+            Record::Change(c) => their_changes.push(c),
+            Record::End => break,
+            r => return Err(protocol(format!("expected change, got {}", r.letter()))),
+        }
+    }
+    let mine_side = SideChanges::new(my_changes, mine.uid_next);
+    let theirs_b = if role == Role::Master {
+        slave_b
+    } else {
+        master_b
+    };
+    let theirs_side = SideChanges::new(their_changes, theirs_b.uid_next);
+    let (ms, ss) = if role == Role::Master {
+        (&mine_side, &theirs_side)
+    } else {
+        (&theirs_side, &mine_side)
+    };
+    let lcu = since.map_or(0, |s| s.last_common_uid);
+    let plan = mails::plan(ms, ss, settings.mode, lcu);
+    let my_actions = &plan.actions[role.index()];
+
+    // Decisions both sides make the same way.
+    let source = match settings.mode {
+        Mode::Backup { source } | Mode::OneWay { source } => Some(source),
+        Mode::TwoWay => None,
+    };
+    let uidvalidity = match source {
+        Some(Role::Master) => master_b.uid_validity,
+        Some(Role::Slave) => slave_b.uid_validity,
+        None => {
+            if master_b.uid_validity == slave_b.uid_validity {
+                master_b.uid_validity
+            } else if master_b.messages_count != slave_b.messages_count {
+                if master_b.messages_count > slave_b.messages_count {
+                    master_b.uid_validity
+                } else {
+                    slave_b.uid_validity
+                }
+            } else {
+                master_b.uid_validity.max(slave_b.uid_validity)
+            }
+        }
+    };
+    let max_h = master_b.highest_modseq.max(slave_b.highest_modseq);
+    let new_h: Modseq = match settings.mode {
+        Mode::Backup { source } => {
+            if source == Role::Master {
+                master_b.highest_modseq
+            } else {
+                slave_b.highest_modseq
+            }
+        }
+        _ => max_h + u64::from(!plan.is_empty()),
+    };
+
+    // R: what I need from the other side.
+    let mut wanted: BTreeMap<Uid, Vec<(Uid, String, Flags, Keywords)>> = BTreeMap::new();
+    for a in my_actions {
+        if let Action::Save {
+            uid,
+            from,
+            guid,
+            flags,
+            keywords,
+        } = a
+        {
+            wanted
+                .entry(*from)
+                .or_default()
+                .push((*uid, guid.clone(), *flags, keywords.clone()));
+        }
+    }
+    for (from, saves) in &wanted {
+        link.send(Record::Request(MailRequest {
+            guid: saves[0].1.clone(),
+            uid: *from,
+        }))?;
+    }
+    link.send(Record::End)?;
+    let mut requests = Vec::new();
+    loop {
+        match link.recv()? {
+            Record::Request(r) => requests.push(r),
+            Record::End => break,
+            r => return Err(protocol(format!("expected request, got {}", r.letter()))),
+        }
+    }
+    // M: answer theirs.
+    let my_messages: HashMap<Uid, &boxsync_store::Message> =
+        store.messages(guid)?.iter().map(|m| (m.uid, m)).collect();
+    let mut answers = Vec::with_capacity(requests.len());
+    for r in &requests {
+        let found = my_messages
+            .get(&r.uid)
+            .filter(|m| m.guid == r.guid)
+            .map(|m| (m.pop3_uidl.clone(), m.pop3_order));
+        let body = match found {
+            Some(_) => Some(store.body(guid, r.uid)?),
+            None => None,
+        };
+        let (pop3_uidl, pop3_order) = found.unwrap_or((None, None));
+        let received_date = body.as_ref().and_then(|b| b.received()).unwrap_or(0);
+        answers.push(Mail {
+            guid: r.guid.clone(),
+            uid: r.uid,
+            pop3_uidl,
+            pop3_order,
+            received_date,
+            saved_date: 0,
+            body,
+        });
+    }
+    drop(my_messages);
+    for a in answers {
+        link.send(Record::Mail(a))?;
+    }
+    link.send(Record::End)?;
+
+    // Apply my half.
+    let protected = source == Some(role);
+    let writes_needed = !protected
+        && (!my_actions.is_empty()
+            || !wanted.is_empty()
+            || mine.uid_validity != uidvalidity
+            || mine.uid_next != plan.uidnext
+            || mine.highest_modseq != new_h);
+    let local: HashMap<Uid, (String, Flags, Keywords, Option<(Flags, Keywords)>)> = store
+        .messages(guid)?
+        .iter()
+        .map(|m| {
+            (
+                m.uid,
+                (m.guid.clone(), m.flags, m.keywords.clone(), m.base.clone()),
+            )
+        })
+        .collect();
+    let header = HeaderUpdate {
+        uidvalidity,
+        uidnext: plan.uidnext,
+        highest_modseq: new_h,
+        change_modseq: new_h,
+    };
+    let mut report = boxsync_store::WriteReport::default();
+    if writes_needed {
+        let mut writer = store.writer(guid, header)?;
+        let mut received_mail = 0usize;
+        loop {
+            match link.recv()? {
+                Record::Mail(mail) => {
+                    received_mail += 1;
+                    let Some(saves) = wanted.get(&mail.uid) else {
+                        return Err(protocol(format!(
+                            "remote sent mail UID {} that was not requested",
+                            mail.uid
+                        )));
+                    };
+                    let Some(body) = &mail.body else {
+                        // Expunged on the other side meanwhile.
+                        outcome.changed_during_sync = true;
+                        continue;
+                    };
+                    for (uid, g, flags, kws) in saves {
+                        writer.save(
+                            boxsync_store::SaveMeta {
+                                uid: *uid,
+                                guid: g.clone(),
+                                flags: *flags,
+                                keywords: kws.clone(),
+                                received: mail.received_date,
+                                pop3_uidl: mail.pop3_uidl.clone(),
+                                pop3_order: mail.pop3_order,
+                            },
+                            body.as_ref(),
+                        )?;
+                        writer.set_base(*uid, *flags, kws.clone());
+                    }
+                }
+                Record::End => break,
+                r => return Err(protocol(format!("expected mail, got {}", r.letter()))),
+            }
+        }
+        if received_mail != wanted.len() {
+            outcome.changed_during_sync = true;
+        }
+        for a in my_actions {
+            match a {
+                Action::Expunge { uid, guid: g } => {
+                    if local.get(uid).is_some_and(|l| l.0 == *g) {
+                        writer.expunge(*uid);
+                    }
+                }
+                Action::SetFlags {
+                    uid,
+                    guid: g,
+                    flags,
+                    keywords,
+                } => {
+                    if let Some(l) = local.get(uid).filter(|l| l.0 == *g) {
+                        if l.1 != *flags || l.2 != *keywords {
+                            writer.set_flags(*uid, *flags, keywords.clone());
+                        }
+                        if l.3.as_ref() != Some(&(*flags, keywords.clone())) {
+                            writer.set_base(*uid, *flags, keywords.clone());
+                        }
+                    }
+                }
+                Action::RevertFlags { uid } => {
+                    if let Some((_, f, k, Some(base))) = local.get(uid) {
+                        if (*f, k) != (base.0, &base.1) {
+                            writer.set_flags(*uid, base.0, base.1.clone());
+                        }
+                    }
+                }
+                Action::Move { from, to } => writer.move_uid(*from, *to),
+                Action::Save { .. } => {}
+            }
+        }
+        report = writer.finish()?;
+    } else {
+        loop {
+            match link.recv()? {
+                Record::Mail(_) => {}
+                Record::End => break,
+                r => return Err(protocol(format!("expected mail, got {}", r.letter()))),
+            }
+        }
+    }
+    outcome.saved += report.saved;
+    outcome.expunged += report.expunged;
+    outcome.flag_changes += report.flag_changes;
+    outcome.bytes += report.bytes;
+    outcome.changed_during_sync |= report.changed_during_sync;
+
+    // S: the state both now share.
+    let after = mailbox_record(store, guid);
+    let my_state = MailboxState {
+        mailbox_guid: guid,
+        last_uidvalidity: uidvalidity,
+        last_common_uid: after.uid_next.saturating_sub(1),
+        last_common_modseq: after.highest_modseq,
+        last_common_pvt_modseq: 0,
+        last_messages_count: after.messages_count,
+    };
+    link.send(Record::State(my_state))?;
+    let their_state = match link.recv()? {
+        Record::State(s) => s,
+        r => return Err(protocol(format!("expected state, got {}", r.letter()))),
+    };
+    if role == Role::Master {
+        let (m, s) = (my_state, their_state);
+        outcome.state.push(MailboxState {
+            mailbox_guid: guid,
+            last_uidvalidity: m.last_uidvalidity,
+            last_common_uid: m.last_common_uid.min(s.last_common_uid),
+            last_common_modseq: m.last_common_modseq.min(s.last_common_modseq),
+            last_common_pvt_modseq: 0,
+            last_messages_count: m.last_messages_count.min(s.last_messages_count),
+        });
+    }
+    Ok(())
+}
+
+fn state_after(guid: Guid128, m: &MailboxRecord, s: &MailboxRecord) -> MailboxState {
+    MailboxState {
+        mailbox_guid: guid,
+        last_uidvalidity: m.uid_validity,
+        last_common_uid: m.uid_next.min(s.uid_next).saturating_sub(1),
+        last_common_modseq: m.highest_modseq.min(s.highest_modseq),
+        last_common_pvt_modseq: 0,
+        last_messages_count: m.messages_count.min(s.messages_count),
+    }
+}

@@ -149,6 +149,10 @@ pub trait MailBody: Send {
     fn local_path(&self) -> Option<&Path> {
         None
     }
+    /// The received date (IMAP INTERNALDATE) as a UNIX time, when the store keeps one.
+    fn received(&self) -> Option<i64> {
+        None
+    }
     /// The size in bytes, when known without reading.
     fn size(&self) -> Option<u64> {
         None

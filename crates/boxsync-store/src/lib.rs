@@ -1,1 +1,122 @@
+//! Mail stores behind one trait. The brain sees a store as a list of mailboxes (with GUIDs,
+//! tombstones and timestamps), each a UID-ordered list of messages with modseqs and an expunge
+//! journal, that it can change through a batched [`MailboxWriter`]. Backends: `maildir`.
 
+pub mod location;
+pub mod maildir;
+
+pub use boxsync_index::ExpungedRow;
+use boxsync_model::{Flags, Guid128, Keywords, MailboxName, Modseq, Result, Uid};
+use boxsync_proto::MailBody;
+
+pub use location::{Layout, Location};
+
+/// One mailbox as the tree sync sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MailboxEntry {
+    pub name: MailboxName,
+    pub guid: Guid128,
+    pub uidvalidity: u32,
+    pub uidnext: Uid,
+    pub highest_modseq: Modseq,
+    pub messages: u32,
+    pub subscribed: bool,
+    pub last_renamed_or_created: i64,
+    pub last_subscription_change: i64,
+}
+
+/// What a store remembers of deleted mailboxes and removed subscriptions.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tombstones {
+    /// Deleted mailboxes by GUID, with the time of the deletion.
+    pub mailboxes: Vec<(Guid128, i64)>,
+    /// Unsubscribed names by SHA-1-128 of the name.
+    pub unsubscribes: Vec<(Guid128, i64)>,
+}
+
+/// One message with everything the sync compares.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    pub uid: Uid,
+    pub guid: String,
+    pub flags: Flags,
+    pub keywords: Keywords,
+    pub modseq: Modseq,
+    /// Flags and keywords at the last sync of this message, when there was one.
+    pub base: Option<(Flags, Keywords)>,
+    pub received: i64,
+    pub pop3_uidl: Option<String>,
+    pub pop3_order: Option<u32>,
+}
+
+/// What a save needs besides the body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SaveMeta {
+    pub uid: Uid,
+    pub guid: String,
+    pub flags: Flags,
+    pub keywords: Keywords,
+    pub received: i64,
+    pub pop3_uidl: Option<String>,
+    pub pop3_order: Option<u32>,
+}
+
+/// Mailbox counters a writer sets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeaderUpdate {
+    pub uidvalidity: u32,
+    /// The UIDNEXT both sides agreed on. A backup destination may be set lower than before.
+    pub uidnext: Uid,
+    pub highest_modseq: Modseq,
+    /// The modseq given to every message this writer changed.
+    pub change_modseq: Modseq,
+}
+
+/// What happened when a writer finished.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WriteReport {
+    pub saved: u64,
+    pub expunged: u64,
+    pub flag_changes: u64,
+    pub bytes: u64,
+    /// Another program changed the mailbox meanwhile (a UID we wanted was taken, a file
+    /// vanished): the sync is consistent but must run again (exit 2).
+    pub changed_during_sync: bool,
+}
+
+/// A store the brain can sync.
+pub trait Store: Send {
+    /// Where the store is, for messages.
+    fn describe(&self) -> String;
+    fn mailboxes(&self) -> Vec<MailboxEntry>;
+    fn tombstones(&self) -> Tombstones;
+    /// The messages of a mailbox in UID order.
+    fn messages(&self, mailbox: Guid128) -> Result<&[Message]>;
+    fn expunged_since(&self, mailbox: Guid128, since: Modseq) -> Result<Vec<ExpungedRow>>;
+    fn body(&self, mailbox: Guid128, uid: Uid) -> Result<Box<dyn MailBody>>;
+    fn create_mailbox(&mut self, name: &MailboxName, guid: Guid128, uidvalidity: u32)
+    -> Result<()>;
+    fn delete_mailbox(&mut self, guid: Guid128) -> Result<()>;
+    fn rename_mailbox(&mut self, guid: Guid128, to: &MailboxName) -> Result<()>;
+    fn change_mailbox_guid(&mut self, old: Guid128, new: Guid128) -> Result<()>;
+    fn set_subscribed(&mut self, name: &MailboxName, subscribed: bool) -> Result<()>;
+    /// Starts changing a mailbox; `header` holds the counters both sides agreed on.
+    fn writer(
+        &mut self,
+        mailbox: Guid128,
+        header: HeaderUpdate,
+    ) -> Result<Box<dyn MailboxWriter + '_>>;
+}
+
+/// Batched changes to one mailbox. Saves reach the disk in batches (write many, flush once,
+/// rename, then record), so a crash at any point loses nothing and duplicates nothing.
+pub trait MailboxWriter {
+    fn save(&mut self, meta: SaveMeta, body: &dyn MailBody) -> Result<()>;
+    fn expunge(&mut self, uid: Uid);
+    fn set_flags(&mut self, uid: Uid, flags: Flags, keywords: Keywords);
+    /// Gives a message a new UID (both sides renumber on a UID conflict).
+    fn move_uid(&mut self, from: Uid, to: Uid);
+    /// Records the flags both sides now agree on for a message.
+    fn set_base(&mut self, uid: Uid, flags: Flags, keywords: Keywords);
+    fn finish(self: Box<Self>) -> Result<WriteReport>;
+}

@@ -1,1 +1,9 @@
-fn main() {}
+//! boxsync: keeps two mail stores identical, with the commands and flags of Dovecot's
+//! `doveadm sync` / `doveadm backup`.
+
+mod cli;
+
+fn main() {
+    let code = cli::main();
+    std::process::exit(code);
+}

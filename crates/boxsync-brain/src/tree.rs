@@ -1,0 +1,325 @@
+//! Mailbox tree sync: from both sides' trees and tombstones, the tree both should end with.
+//! Both brains run this on the same input and so reach the same answer; each then changes
+//! only its own store to match.
+//!
+//! Rules (dsync's, reference §1.4–1.5): mailboxes are matched by GUID; a mailbox deleted on one
+//! side is deleted on the other unless that side renamed it after the deletion; a rename wins
+//! by its timestamp (a tie goes to the master); two mailboxes created independently under one
+//! name become one (the lower GUID adopts the higher); other name clashes give the newer mailbox
+//! the name `<name>-<guid>`; subscriptions go to the newer change, "subscribed" on a tie.
+
+use crate::{Mode, Role};
+use boxsync_model::{Guid128, MailboxName};
+use boxsync_proto::{Deletes, TreeNode};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// One side's tree as sent in `N` and `D` records.
+#[derive(Clone, Debug, Default)]
+pub struct TreeSide {
+    pub nodes: Vec<TreeNode>,
+    pub deletes: Deletes,
+}
+
+/// A mailbox of the tree both sides end with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FinalBox {
+    pub guid: Guid128,
+    pub name: MailboxName,
+    /// For a side that must create it: the UIDVALIDITY the other side has.
+    pub uidvalidity: u32,
+    pub subscribed: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TreePlan {
+    pub boxes: Vec<FinalBox>,
+    /// Mailboxes whose GUID a side replaces with another: (old, new).
+    pub guid_merges: Vec<(Guid128, Guid128)>,
+    /// Mailboxes the destination of a one-way merge deleted itself; they stay deleted there.
+    pub dest_skip: BTreeSet<Guid128>,
+}
+
+fn by_guid(side: &TreeSide) -> BTreeMap<Guid128, &TreeNode> {
+    side.nodes
+        .iter()
+        .filter(|n| !n.mailbox_guid.is_zero())
+        .map(|n| (n.mailbox_guid, n))
+        .collect()
+}
+
+fn tombstone(side: &TreeSide, guid: Guid128) -> Option<i64> {
+    side.deletes
+        .mailboxes
+        .iter()
+        .filter(|(g, _)| *g == guid)
+        .map(|(_, t)| *t)
+        .max()
+}
+
+fn unsubscribed_at(side: &TreeSide, name: &MailboxName) -> i64 {
+    let hash = Guid128::sha128_of(&name.to_string());
+    side.deletes
+        .unsubscribes
+        .iter()
+        .filter(|(g, _)| *g == hash)
+        .map(|(_, t)| *t)
+        .max()
+        .unwrap_or(0)
+}
+
+/// Computes the final tree. `side(Role)` order: index 0 is the master's tree, 1 the slave's.
+pub fn plan(master: &TreeSide, slave: &TreeSide, mode: Mode) -> TreePlan {
+    match mode {
+        Mode::Backup { source } => plan_backup(if source == Role::Master {
+            (master, slave)
+        } else {
+            (slave, master)
+        }),
+        Mode::TwoWay | Mode::OneWay { .. } => plan_merge(master, slave, mode),
+    }
+}
+
+fn plan_backup((src, dst): (&TreeSide, &TreeSide)) -> TreePlan {
+    let dst_guids = by_guid(dst);
+    let mut plan = TreePlan::default();
+    for n in src.nodes.iter().filter(|n| !n.mailbox_guid.is_zero()) {
+        plan.boxes.push(FinalBox {
+            guid: n.mailbox_guid,
+            name: n.name.clone(),
+            uidvalidity: n.uid_validity,
+            subscribed: n.subscribed,
+        });
+        if !dst_guids.contains_key(&n.mailbox_guid) {
+            // A destination mailbox of the same name but another GUID adopts the source's GUID
+            // and keeps its mail, so that nothing is copied again that is already there.
+            if let Some(d) = dst
+                .nodes
+                .iter()
+                .find(|d| d.name == n.name && !d.mailbox_guid.is_zero())
+            {
+                plan.guid_merges.push((d.mailbox_guid, n.mailbox_guid));
+            }
+        }
+    }
+    plan
+}
+
+fn plan_merge(master: &TreeSide, slave: &TreeSide, mode: Mode) -> TreePlan {
+    let sides = [master, slave];
+    let maps = [by_guid(master), by_guid(slave)];
+    let source = match mode {
+        Mode::OneWay { source } => Some(source.index()),
+        _ => None,
+    };
+    let mut plan = TreePlan::default();
+    let all: BTreeSet<Guid128> = maps[0].keys().chain(maps[1].keys()).copied().collect();
+    let mut alive: Vec<(Guid128, MailboxName, u32, i64, Option<usize>)> = Vec::new();
+    for guid in all {
+        let here = [maps[0].get(&guid).copied(), maps[1].get(&guid).copied()];
+        // Deleted on the side that lacks it, after the other side last renamed or created it?
+        let mut deleted = false;
+        for x in 0..2 {
+            let y = 1 - x;
+            if here[x].is_some() {
+                continue;
+            }
+            if let (Some(ts), Some(node)) = (tombstone(sides[x], guid), here[y]) {
+                if ts >= node.last_renamed_or_created {
+                    if source == Some(y) {
+                        // One-way: the source keeps it; the destination's deletion stays its own.
+                        plan.dest_skip.insert(guid);
+                    } else {
+                        deleted = true;
+                    }
+                }
+            }
+        }
+        if deleted {
+            continue;
+        }
+        let (name, uidvalidity, ts, only) = match here {
+            [Some(m), Some(s)] => {
+                let winner = if s.last_renamed_or_created > m.last_renamed_or_created {
+                    s
+                } else {
+                    m
+                };
+                (
+                    winner.name.clone(),
+                    winner.uid_validity,
+                    winner.last_renamed_or_created,
+                    None,
+                )
+            }
+            [Some(m), None] => (
+                m.name.clone(),
+                m.uid_validity,
+                m.last_renamed_or_created,
+                Some(0),
+            ),
+            [None, Some(s)] => (
+                s.name.clone(),
+                s.uid_validity,
+                s.last_renamed_or_created,
+                Some(1),
+            ),
+            [None, None] => continue,
+        };
+        alive.push((guid, name, uidvalidity, ts, only));
+    }
+
+    // Name clashes.
+    let mut by_name: BTreeMap<MailboxName, Vec<usize>> = BTreeMap::new();
+    for (i, a) in alive.iter().enumerate() {
+        by_name.entry(a.1.clone()).or_default().push(i);
+    }
+    let mut merged_away = BTreeSet::new();
+    let mut renames: BTreeMap<usize, MailboxName> = BTreeMap::new();
+    for (name, idx) in &by_name {
+        if idx.len() < 2 {
+            continue;
+        }
+        let mut idx = idx.clone();
+        // Two mailboxes made independently on the two sides under the same name: one mailbox.
+        let m_only: Vec<usize> = idx
+            .iter()
+            .copied()
+            .filter(|&i| alive[i].4 == Some(0))
+            .collect();
+        let s_only: Vec<usize> = idx
+            .iter()
+            .copied()
+            .filter(|&i| alive[i].4 == Some(1))
+            .collect();
+        if let (Some(&a), Some(&b)) = (m_only.first(), s_only.first()) {
+            let (keep, lose) = if alive[a].0 > alive[b].0 {
+                (a, b)
+            } else {
+                (b, a)
+            };
+            if source != alive[lose].4 {
+                plan.guid_merges.push((alive[lose].0, alive[keep].0));
+                merged_away.insert(lose);
+                idx.retain(|&i| i != lose);
+            }
+        }
+        // Whoever had the name first keeps it.
+        idx.sort_by_key(|&i| (alive[i].3, alive[i].0));
+        for &i in idx.iter().skip(1) {
+            renames.insert(i, name.with_suffix(&format!("-{}", alive[i].0)));
+        }
+    }
+
+    for (i, (guid, name, uidvalidity, _, _)) in alive.iter().enumerate() {
+        if merged_away.contains(&i) {
+            continue;
+        }
+        let name = renames.get(&i).cloned().unwrap_or_else(|| name.clone());
+        let sub = |x: usize| -> (bool, i64) {
+            match maps[x].get(guid) {
+                Some(n) => (n.subscribed, n.last_subscription_change),
+                None => (false, unsubscribed_at(sides[x], &name)),
+            }
+        };
+        let (sm, ss) = (sub(0), sub(1));
+        let subscribed = if ss.1 > sm.1 {
+            ss.0
+        } else if sm.1 > ss.1 {
+            sm.0
+        } else {
+            sm.0 || ss.0
+        };
+        plan.boxes.push(FinalBox {
+            guid: *guid,
+            name,
+            uidvalidity: *uidvalidity,
+            subscribed,
+        });
+    }
+    plan.boxes.sort_by(|a, b| a.name.cmp(&b.name));
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use boxsync_proto::Existence;
+
+    fn node(name: &str, guid: u8, ts: i64) -> TreeNode {
+        TreeNode {
+            name: MailboxName::parse(name).unwrap(),
+            existence: Existence::Exists,
+            mailbox_guid: Guid128([guid; 16]),
+            uid_validity: 1,
+            uid_next: 1,
+            last_renamed_or_created: ts,
+            subscribed: false,
+            last_subscription_change: 0,
+        }
+    }
+
+    fn side(nodes: Vec<TreeNode>) -> TreeSide {
+        TreeSide {
+            nodes,
+            deletes: Deletes::default(),
+        }
+    }
+
+    fn names(p: &TreePlan) -> Vec<String> {
+        p.boxes.iter().map(|b| b.name.to_string()).collect()
+    }
+
+    #[test]
+    fn newer_rename_wins() {
+        let m = side(vec![node("A", 1, 10)]);
+        let s = side(vec![node("B", 1, 20)]);
+        assert_eq!(names(&plan(&m, &s, Mode::TwoWay)), ["B"]);
+        let s = side(vec![node("B", 1, 5)]);
+        assert_eq!(names(&plan(&m, &s, Mode::TwoWay)), ["A"]);
+    }
+
+    #[test]
+    fn delete_propagates_unless_renamed_later() {
+        let m = side(vec![]);
+        let mut m = m;
+        m.deletes.mailboxes.push((Guid128([1; 16]), 100));
+        let s = side(vec![node("A", 1, 50)]);
+        assert!(plan(&m, &s, Mode::TwoWay).boxes.is_empty());
+        let s = side(vec![node("A", 1, 150)]);
+        assert_eq!(names(&plan(&m, &s, Mode::TwoWay)), ["A"]);
+    }
+
+    #[test]
+    fn independent_creations_merge() {
+        let m = side(vec![node("INBOX", 1, 0)]);
+        let s = side(vec![node("INBOX", 2, 0)]);
+        let p = plan(&m, &s, Mode::TwoWay);
+        assert_eq!(names(&p), ["INBOX"]);
+        assert_eq!(p.guid_merges, vec![(Guid128([1; 16]), Guid128([2; 16]))]);
+    }
+
+    #[test]
+    fn rename_onto_a_taken_name_gets_a_suffix() {
+        let m = side(vec![node("A", 1, 0), node("X", 2, 0)]);
+        let s = side(vec![node("X", 1, 10), node("A", 2, 0)]);
+        let p = plan(&m, &s, Mode::TwoWay);
+        assert_eq!(p.boxes.len(), 2);
+        let ns = names(&p);
+        assert!(ns.contains(&"X".to_owned()), "{ns:?}");
+    }
+
+    #[test]
+    fn backup_takes_the_source_tree() {
+        let m = side(vec![node("A", 1, 0), node("INBOX", 3, 0)]);
+        let s = side(vec![node("B", 2, 0), node("INBOX", 4, 0)]);
+        let p = plan(
+            &m,
+            &s,
+            Mode::Backup {
+                source: Role::Master,
+            },
+        );
+        assert_eq!(names(&p), ["A", "INBOX"]);
+        assert_eq!(p.guid_merges, vec![(Guid128([4; 16]), Guid128([3; 16]))]);
+    }
+}

@@ -1,0 +1,406 @@
+//! The Maildir store, in Dovecot's flavour: `dovecot-uidlist` for UIDs and GUIDs,
+//! `dovecot-keywords` for keyword letters, `subscriptions`, `dovecot.mailbox.log`, Maildir++ or
+//! `LAYOUT=fs` folders in modified UTF-7. Dovecot and boxsync can share one Maildir.
+
+pub mod format;
+mod scan;
+mod writer;
+
+use crate::{
+    ExpungedRow, HeaderUpdate, Layout, Location, MailboxEntry, MailboxWriter, Message, Store,
+    Tombstones,
+};
+use boxsync_index::Index;
+use boxsync_model::error::IoContext;
+use boxsync_model::{Error, Guid128, MailboxName, Modseq, Result, Uid, mutf7};
+use boxsync_proto::MailBody;
+use format::mailbox_log::{self, LogKind, LogRecord};
+use format::subscriptions::Subscriptions;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How long to wait for another program's `dovecot-uidlist.lock`.
+const LOCK_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One mailbox after a scan: its directory, counters and messages.
+pub(crate) struct Folder {
+    pub name: MailboxName,
+    pub dir: PathBuf,
+    pub uidvalidity: u32,
+    pub uidnext: Uid,
+    pub highest_modseq: Modseq,
+    pub messages: Vec<Message>,
+    /// File name (relative to `dir`, `cur/…` or `new/…`) of each message, by UID.
+    pub files: BTreeMap<Uid, String>,
+}
+
+/// A Maildir store opened for a sync.
+pub struct MaildirStore {
+    location: Location,
+    index: Index,
+    fsync: bool,
+    folders: BTreeMap<Guid128, Folder>,
+    subscriptions: Subscriptions,
+    log: Vec<LogRecord>,
+    /// Problems with single mailboxes found by the scan; the others still sync.
+    pub mailbox_errors: Vec<(String, Error)>,
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl MaildirStore {
+    /// Opens the store and refreshes the index from the files. With `create`, a missing root is
+    /// created (a new destination); without, a missing root is an error (a source must exist).
+    pub fn open(location: &Location, create: bool, fsync: bool) -> Result<MaildirStore> {
+        let root = &location.root;
+        if !root.is_dir() {
+            if !create {
+                return Err(Error::NotFound(format!(
+                    "mail location {} does not exist",
+                    root.display()
+                )));
+            }
+            std::fs::create_dir_all(root).ctx(|| format!("creating {}", root.display()))?;
+        }
+        std::fs::create_dir_all(&location.index_dir)
+            .ctx(|| format!("creating {}", location.index_dir.display()))?;
+        let index = Index::open(&location.index_path(), fsync)?;
+        let mut store = MaildirStore {
+            location: location.clone(),
+            index,
+            fsync,
+            folders: BTreeMap::new(),
+            subscriptions: Subscriptions {
+                version: 2,
+                names: Vec::new(),
+            },
+            log: Vec::new(),
+            mailbox_errors: Vec::new(),
+        };
+        store.refresh()?;
+        Ok(store)
+    }
+
+    fn separator_v1(&self) -> char {
+        match self.location.layout {
+            Layout::MaildirPlusPlus => '.',
+            Layout::Fs => '/',
+        }
+    }
+
+    /// Reads the folder list, subscriptions and mailbox log, and brings the index up to date
+    /// with what other programs did to the files.
+    pub fn refresh(&mut self) -> Result<()> {
+        let root = self.location.root.clone();
+        let sub_path = root.join("subscriptions");
+        self.subscriptions = match std::fs::read(&sub_path) {
+            Ok(bytes) => Subscriptions::parse(&bytes, self.separator_v1(), &sub_path)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Subscriptions {
+                version: 2,
+                names: Vec::new(),
+            },
+            Err(e) => return Err(Error::io(format!("reading {}", sub_path.display()), e)),
+        };
+        self.log = mailbox_log::read(&self.location.index_dir)?;
+        let dirs = scan::list_folders(&root, self.location.layout)?;
+        let mut folders = BTreeMap::new();
+        self.mailbox_errors.clear();
+        for (name, dir) in dirs {
+            match scan::scan_folder(&mut self.index, &name, &dir, self.fsync) {
+                Ok(mut folder) => {
+                    let mut guid = folder.1;
+                    if folders.contains_key(&guid) {
+                        // A copied folder directory carries its original's GUID; the later one
+                        // (by name) gets a fresh one, as Dovecot does.
+                        let fresh = Guid128::generate();
+                        scan::rewrite_mailbox_guid(&folder.0.dir, fresh, self.fsync)?;
+                        let tx = self.index.transaction()?;
+                        tx.delete_mailbox(fresh)?;
+                        tx.commit()?;
+                        tracing::warn!(
+                            "duplicate mailbox GUID {guid} in {name}: giving it a new GUID {fresh}"
+                        );
+                        guid = fresh;
+                        folder = scan::scan_folder(&mut self.index, &name, &dir, self.fsync)?;
+                    }
+                    folders.insert(guid, folder.0);
+                }
+                Err(e) => self.mailbox_errors.push((name.to_string(), e)),
+            }
+        }
+        self.folders = folders;
+        Ok(())
+    }
+
+    fn folder(&self, guid: Guid128) -> Result<&Folder> {
+        self.folders
+            .get(&guid)
+            .ok_or_else(|| Error::NotFound(format!("mailbox GUID {guid} not found")))
+    }
+
+    fn folder_dir(&self, name: &MailboxName) -> Result<PathBuf> {
+        scan::folder_dir(&self.location.root, self.location.layout, name)
+    }
+
+    fn log_append(&mut self, kind: LogKind, guid: Guid128) -> Result<()> {
+        let rec = LogRecord {
+            kind,
+            guid,
+            timestamp: now() as u32,
+        };
+        mailbox_log::append(&self.location.index_dir, std::slice::from_ref(&rec))?;
+        self.log.push(rec);
+        Ok(())
+    }
+
+    fn write_subscriptions(&self) -> Result<()> {
+        format::subscriptions::write_atomic(
+            &self.location.root,
+            &self.subscriptions,
+            self.separator_v1(),
+            self.fsync,
+        )
+    }
+
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+}
+
+/// A message body in a Maildir file. The name is looked up again at open time, so a flag
+/// change by another program (which renames the file) between listing and copying is survived.
+struct MaildirBody {
+    dir: PathBuf,
+    file: String,
+    size: Option<u64>,
+}
+
+impl MailBody for MaildirBody {
+    fn open(&self) -> std::io::Result<Box<dyn std::io::Read + Send>> {
+        match std::fs::File::open(self.dir.join(&self.file)) {
+            Ok(f) => Ok(Box::new(f)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let base = format::filename::split_info(file_name_of(&self.file)).0;
+                for sub in ["cur", "new"] {
+                    for entry in std::fs::read_dir(self.dir.join(sub))?.flatten() {
+                        let name = entry.file_name();
+                        if name
+                            .to_str()
+                            .is_some_and(|n| format::filename::split_info(n).0 == base)
+                        {
+                            return Ok(Box::new(std::fs::File::open(entry.path())?));
+                        }
+                    }
+                }
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn received(&self) -> Option<i64> {
+        let meta = std::fs::metadata(self.dir.join(&self.file)).ok()?;
+        let t = meta.modified().ok()?;
+        Some(
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64),
+        )
+    }
+
+    fn size(&self) -> Option<u64> {
+        self.size
+    }
+}
+
+fn file_name_of(rel: &str) -> &str {
+    rel.rsplit('/').next().unwrap_or(rel)
+}
+
+impl Store for MaildirStore {
+    fn describe(&self) -> String {
+        format!("maildir:{}", self.location.root.display())
+    }
+
+    fn mailboxes(&self) -> Vec<MailboxEntry> {
+        let subscribed: std::collections::HashSet<&Vec<String>> =
+            self.subscriptions.names.iter().collect();
+        self.folders
+            .iter()
+            .map(|(guid, f)| {
+                let name_hash = Guid128::sha128_of(&f.name.to_string());
+                let mut renamed = 0i64;
+                let mut sub_change = 0i64;
+                for r in &self.log {
+                    if r.guid == name_hash {
+                        match r.kind {
+                            LogKind::Rename | LogKind::CreateDir => {
+                                renamed = renamed.max(i64::from(r.timestamp))
+                            }
+                            LogKind::Subscribe | LogKind::Unsubscribe => {
+                                sub_change = sub_change.max(i64::from(r.timestamp))
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                MailboxEntry {
+                    name: f.name.clone(),
+                    guid: *guid,
+                    uidvalidity: f.uidvalidity,
+                    uidnext: f.uidnext,
+                    highest_modseq: f.highest_modseq,
+                    messages: f.messages.len() as u32,
+                    subscribed: subscribed.contains(&f.name.parts().to_vec()),
+                    last_renamed_or_created: renamed,
+                    last_subscription_change: sub_change,
+                }
+            })
+            .collect()
+    }
+
+    fn tombstones(&self) -> Tombstones {
+        let mut t = Tombstones::default();
+        for r in &self.log {
+            match r.kind {
+                LogKind::DeleteMailbox if !self.folders.contains_key(&r.guid) => {
+                    t.mailboxes.push((r.guid, i64::from(r.timestamp)))
+                }
+                LogKind::Unsubscribe => t.unsubscribes.push((r.guid, i64::from(r.timestamp))),
+                _ => {}
+            }
+        }
+        t
+    }
+
+    fn messages(&self, mailbox: Guid128) -> Result<&[Message]> {
+        Ok(&self.folder(mailbox)?.messages)
+    }
+
+    fn expunged_since(&self, mailbox: Guid128, since: Modseq) -> Result<Vec<ExpungedRow>> {
+        self.index.expunged_since(mailbox, since)
+    }
+
+    fn body(&self, mailbox: Guid128, uid: Uid) -> Result<Box<dyn MailBody>> {
+        let f = self.folder(mailbox)?;
+        let file = f
+            .files
+            .get(&uid)
+            .ok_or_else(|| Error::NotFound(format!("UID {uid} not in {}", f.name)))?;
+        let size =
+            format::filename::base_sizes(format::filename::split_info(file_name_of(file)).0).0;
+        Ok(Box::new(MaildirBody {
+            dir: f.dir.clone(),
+            file: file.clone(),
+            size,
+        }))
+    }
+
+    fn create_mailbox(
+        &mut self,
+        name: &MailboxName,
+        guid: Guid128,
+        uidvalidity: u32,
+    ) -> Result<()> {
+        let dir = self.folder_dir(name)?;
+        let folder = scan::create_folder(
+            &mut self.index,
+            name,
+            &dir,
+            guid,
+            uidvalidity,
+            self.location.layout,
+            self.fsync,
+        )?;
+        self.folders.insert(guid, folder);
+        Ok(())
+    }
+
+    fn delete_mailbox(&mut self, guid: Guid128) -> Result<()> {
+        let f = self
+            .folders
+            .remove(&guid)
+            .ok_or_else(|| Error::NotFound(format!("mailbox GUID {guid} not found")))?;
+        scan::delete_folder(&f.dir, self.location.layout, &self.location.root)?;
+        let tx = self.index.transaction()?;
+        tx.delete_mailbox(guid)?;
+        tx.commit()?;
+        self.log_append(LogKind::DeleteMailbox, guid)
+    }
+
+    fn rename_mailbox(&mut self, guid: Guid128, to: &MailboxName) -> Result<()> {
+        let new_dir = self.folder_dir(to)?;
+        let layout = self.location.layout;
+        let f = self
+            .folders
+            .get_mut(&guid)
+            .ok_or_else(|| Error::NotFound(format!("mailbox GUID {guid} not found")))?;
+        scan::move_folder(&f.dir, &new_dir, layout)?;
+        f.dir = new_dir;
+        f.name = to.clone();
+        self.log_append(LogKind::Rename, Guid128::sha128_of(&to.to_string()))
+    }
+
+    fn change_mailbox_guid(&mut self, old: Guid128, new: Guid128) -> Result<()> {
+        let f = self
+            .folders
+            .remove(&old)
+            .ok_or_else(|| Error::NotFound(format!("mailbox GUID {old} not found")))?;
+        scan::rewrite_mailbox_guid(&f.dir, new, self.fsync)?;
+        let tx = self.index.transaction()?;
+        tx.delete_mailbox(new)?;
+        tx.rekey_mailbox(old, new)?;
+        tx.commit()?;
+        self.folders.insert(new, f);
+        Ok(())
+    }
+
+    fn set_subscribed(&mut self, name: &MailboxName, subscribed: bool) -> Result<()> {
+        let parts = name.parts().to_vec();
+        let present = self.subscriptions.names.contains(&parts);
+        if present == subscribed {
+            return Ok(());
+        }
+        if subscribed {
+            self.subscriptions.names.push(parts);
+        } else {
+            self.subscriptions.names.retain(|n| *n != parts);
+        }
+        self.write_subscriptions()?;
+        let kind = if subscribed {
+            LogKind::Subscribe
+        } else {
+            LogKind::Unsubscribe
+        };
+        self.log_append(kind, Guid128::sha128_of(&name.to_string()))
+    }
+
+    fn writer(
+        &mut self,
+        mailbox: Guid128,
+        header: HeaderUpdate,
+    ) -> Result<Box<dyn MailboxWriter + '_>> {
+        let fsync = self.fsync;
+        let folder = self
+            .folders
+            .get_mut(&mailbox)
+            .ok_or_else(|| Error::NotFound(format!("mailbox GUID {mailbox} not found")))?;
+        Ok(Box::new(writer::Writer::new(
+            &mut self.index,
+            mailbox,
+            folder,
+            fsync,
+            header,
+        )?))
+    }
+}
+
+/// The on-disk name of one hierarchy level (modified UTF-7).
+pub(crate) fn encode_part(part: &str) -> String {
+    mutf7::encode(part)
+}

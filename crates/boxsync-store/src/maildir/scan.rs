@@ -1,0 +1,558 @@
+//! Reading a Maildir into the index: the folder list, and per folder the files, the uidlist and
+//! the keywords, compared with what the index saw last time so that changes made by other
+//! programs get fresh modseqs and expunges land in the journal.
+
+use super::format::filename::{self, split_info};
+use super::format::keywords::KeywordsFile;
+use super::format::uidlist::{self, Uidlist, UidlistLock, UidlistRecord};
+use super::{Folder, LOCK_TIMEOUT, encode_part};
+use crate::{Layout, Message};
+use boxsync_index::{ExpungedRow, Index, MailboxRow, MessageRow};
+use boxsync_model::error::IoContext;
+use boxsync_model::{Error, Flags, Guid128, Keywords, MailboxName, Result, Uid, mutf7};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+const UIDLIST: &str = "dovecot-uidlist";
+const KEYWORDS: &str = "dovecot-keywords";
+
+/// Every folder under a root with its name, INBOX first.
+pub(crate) fn list_folders(root: &Path, layout: Layout) -> Result<Vec<(MailboxName, PathBuf)>> {
+    let mut out = vec![(MailboxName::inbox(), root.to_path_buf())];
+    match layout {
+        Layout::MaildirPlusPlus => {
+            for entry in std::fs::read_dir(root).ctx(|| format!("listing {}", root.display()))? {
+                let entry = entry.ctx(|| format!("listing {}", root.display()))?;
+                let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                    continue;
+                };
+                let Some(stored) = name.strip_prefix('.') else {
+                    continue;
+                };
+                if stored.is_empty() || stored.starts_with('.') || !entry.path().is_dir() {
+                    continue;
+                }
+                match decode_stored(stored.split('.')) {
+                    Some(n) if !n.is_inbox() => out.push((n, entry.path())),
+                    _ => tracing::warn!(
+                        "ignoring folder {:?}: not a valid mailbox name",
+                        entry.path()
+                    ),
+                }
+            }
+        }
+        Layout::Fs => walk_fs(root, &mut Vec::new(), &mut out)?,
+    }
+    out.sort_by(|a, b| (!a.0.is_inbox(), &a.0).cmp(&(!b.0.is_inbox(), &b.0)));
+    Ok(out)
+}
+
+fn decode_stored<'a>(parts: impl Iterator<Item = &'a str>) -> Option<MailboxName> {
+    let decoded: Option<Vec<String>> = parts.map(mutf7::decode).collect();
+    MailboxName::from_parts(decoded?).ok()
+}
+
+fn walk_fs(
+    dir: &Path,
+    prefix: &mut Vec<String>,
+    out: &mut Vec<(MailboxName, PathBuf)>,
+) -> Result<()> {
+    for entry in std::fs::read_dir(dir).ctx(|| format!("listing {}", dir.display()))? {
+        let entry = entry.ctx(|| format!("listing {}", dir.display()))?;
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        if name.starts_with('.')
+            || ["cur", "new", "tmp"].contains(&name.as_str())
+            || !entry.path().is_dir()
+        {
+            continue;
+        }
+        let Some(part) = mutf7::decode(&name) else {
+            tracing::warn!("ignoring folder {:?}: not modified UTF-7", entry.path());
+            continue;
+        };
+        prefix.push(part);
+        if entry.path().join("cur").is_dir() {
+            if let Ok(n) = MailboxName::from_parts(prefix.clone()) {
+                if !n.is_inbox() {
+                    out.push((n, entry.path()));
+                }
+            }
+        }
+        walk_fs(&entry.path(), prefix, out)?;
+        prefix.pop();
+    }
+    Ok(())
+}
+
+/// The directory a mailbox name maps to. Refuses names the layout cannot hold, so that no name
+/// can reach outside the root.
+pub(crate) fn folder_dir(root: &Path, layout: Layout, name: &MailboxName) -> Result<PathBuf> {
+    if name.is_inbox() {
+        return Ok(root.to_path_buf());
+    }
+    let encoded: Vec<String> = name.parts().iter().map(|p| encode_part(p)).collect();
+    match layout {
+        Layout::MaildirPlusPlus => {
+            if let Some(p) = name.parts().iter().find(|p| p.contains('.')) {
+                return Err(Error::data(format!(
+                    "mailbox name {name:?}: level {p:?} contains '.', which Maildir++ uses as its separator"
+                )));
+            }
+            Ok(root.join(format!(".{}", encoded.join("."))))
+        }
+        Layout::Fs => {
+            if let Some(p) = encoded
+                .iter()
+                .find(|p| p.starts_with('.') || ["cur", "new", "tmp"].contains(&p.as_str()))
+            {
+                return Err(Error::data(format!(
+                    "mailbox name {name:?}: level {p:?} cannot be a directory name here"
+                )));
+            }
+            Ok(encoded.iter().fold(root.to_path_buf(), |d, p| d.join(p)))
+        }
+    }
+}
+
+fn mtime_ns(path: &Path) -> i128 {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos() as i128)
+        .unwrap_or(-1)
+}
+
+fn now_ns() -> i128 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i128)
+        .unwrap_or(0)
+}
+
+/// What the directory and control files looked like: if it is unchanged since a scan that
+/// happened well after the last change, the index is still right and the scan can be skipped.
+fn signature(dir: &Path) -> (String, i128) {
+    let times = [
+        dir.join("cur"),
+        dir.join("new"),
+        dir.join(UIDLIST),
+        dir.join(KEYWORDS),
+    ]
+    .map(|p| mtime_ns(&p));
+    let newest = times.iter().copied().max().unwrap_or(0);
+    (times.map(|t| t.to_string()).join(","), newest)
+}
+
+/// How much older than the scan the newest change must be before a signature is trusted
+/// (file systems stamp mtimes with a coarse clock).
+const SIGNATURE_MARGIN_NS: i128 = 2_000_000_000;
+
+fn read_uidlist(dir: &Path) -> Result<Option<Uidlist>> {
+    let path = dir.join(UIDLIST);
+    match std::fs::read(&path) {
+        Ok(bytes) => uidlist::parse(&bytes, &path).map(Some),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(format!("reading {}", path.display()), e)),
+    }
+}
+
+pub(crate) fn read_keywords(dir: &Path) -> Result<KeywordsFile> {
+    let path = dir.join(KEYWORDS);
+    match std::fs::read(&path) {
+        Ok(bytes) => KeywordsFile::parse(&bytes, &path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(KeywordsFile::default()),
+        Err(e) => Err(Error::io(format!("reading {}", path.display()), e)),
+    }
+}
+
+fn uidvalidity_now() -> u32 {
+    (now_ns() / 1_000_000_000) as u32
+}
+
+fn ensure_subdirs(dir: &Path) -> Result<()> {
+    for sub in ["cur", "new", "tmp"] {
+        let p = dir.join(sub);
+        if !p.is_dir() {
+            std::fs::create_dir_all(&p).ctx(|| format!("creating {}", p.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Lists `cur/` and `new/`: base name → file relative to the folder.
+fn list_files(dir: &Path) -> Result<HashMap<String, String>> {
+    let mut files = HashMap::new();
+    for sub in ["new", "cur"] {
+        let d = dir.join(sub);
+        for entry in std::fs::read_dir(&d).ctx(|| format!("listing {}", d.display()))? {
+            let entry = entry.ctx(|| format!("listing {}", d.display()))?;
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                tracing::warn!("ignoring {:?}: file name is not UTF-8", entry.path());
+                continue;
+            };
+            if name.starts_with('.') {
+                continue;
+            }
+            let base = split_info(&name).0.to_owned();
+            files.insert(base, format!("{sub}/{name}"));
+        }
+    }
+    Ok(files)
+}
+
+/// Flags and keywords of a file name, with the folder's keyword table.
+pub(crate) fn flags_of(file: &str, keywords: &KeywordsFile) -> (Flags, Keywords) {
+    let name = file.rsplit('/').next().unwrap_or(file);
+    match split_info(name).1 {
+        None => (Flags::EMPTY, Keywords::new()),
+        Some(info) => {
+            let info = filename::parse_info(info);
+            let kws = info
+                .keyword_letters
+                .iter()
+                .filter_map(|&l| keywords.name_of(l).map(str::to_owned))
+                .collect();
+            (info.flags, kws)
+        }
+    }
+}
+
+/// Scans one folder and brings the index up to date. Returns the folder and its GUID.
+pub(crate) fn scan_folder(
+    index: &mut Index,
+    name: &MailboxName,
+    dir: &Path,
+    fsync: bool,
+) -> Result<(Folder, Guid128)> {
+    ensure_subdirs(dir)?;
+    let mut list = read_uidlist(dir)?;
+    let files = list_files(dir)?;
+    let unknown_files = match &list {
+        Some(l) => {
+            let known: std::collections::HashSet<&str> =
+                l.records.iter().map(|r| r.base.as_str()).collect();
+            files.keys().any(|b| !known.contains(b.as_str()))
+        }
+        None => true,
+    };
+    if list.as_ref().is_none_or(|l| l.mailbox_guid.is_none()) || unknown_files {
+        list = Some(assign_uids(dir, fsync)?);
+    }
+    let list = list.ok_or_else(|| Error::data(format!("{}: no uidlist", dir.display())))?;
+    let guid = list.mailbox_guid.ok_or_else(|| {
+        Error::data(format!(
+            "{}: uidlist has no mailbox GUID",
+            dir.join(UIDLIST).display()
+        ))
+    })?;
+    let files = list_files(dir)?;
+    let keywords = read_keywords(dir)?;
+    let scan_time = now_ns();
+    let (sig, newest) = signature(dir);
+
+    let row = index.mailbox(guid)?;
+    let old: BTreeMap<Uid, MessageRow> = index
+        .messages(guid)?
+        .into_iter()
+        .map(|m| (m.uid, m))
+        .collect();
+    let mut highest = row.as_ref().map_or(0, |r| r.highest_modseq);
+    let uidvalidity_changed = row
+        .as_ref()
+        .is_some_and(|r| r.uidvalidity != list.uidvalidity);
+    let mut messages = Vec::with_capacity(list.records.len());
+    let mut paths = BTreeMap::new();
+    let tx = index.transaction()?;
+    let mut seen = std::collections::HashSet::new();
+    for rec in &list.records {
+        let Some(file) = files.get(&rec.base) else {
+            continue;
+        };
+        if !seen.insert(rec.base.as_str()) {
+            continue;
+        }
+        let msg_guid = rec.guid().unwrap_or(&rec.base).to_owned();
+        let (flags, kws) = flags_of(file, &keywords);
+        let prev = old
+            .get(&rec.uid)
+            .filter(|p| p.guid == msg_guid && !uidvalidity_changed);
+        let (modseq, base) = match prev {
+            Some(p) if p.flags == flags && p.keywords == kws && p.file == *file => {
+                (p.modseq, p.base.clone())
+            }
+            Some(p) if p.flags == flags && p.keywords == kws => {
+                tx.put_message(
+                    guid,
+                    &MessageRow {
+                        file: file.clone(),
+                        ..p.clone()
+                    },
+                )?;
+                (p.modseq, p.base.clone())
+            }
+            _ => {
+                highest += 1;
+                let base = prev.and_then(|p| p.base.clone());
+                tx.put_message(
+                    guid,
+                    &MessageRow {
+                        uid: rec.uid,
+                        guid: msg_guid.clone(),
+                        file: file.clone(),
+                        flags,
+                        keywords: kws.clone(),
+                        modseq: highest,
+                        base: base.clone(),
+                    },
+                )?;
+                (highest, base)
+            }
+        };
+        paths.insert(rec.uid, file.clone());
+        messages.push(Message {
+            uid: rec.uid,
+            guid: msg_guid,
+            flags,
+            keywords: kws,
+            modseq,
+            base,
+            received: 0,
+            pop3_uidl: rec.pop3_uidl().map(str::to_owned),
+            pop3_order: rec.pop3_order(),
+        });
+    }
+    let present: std::collections::HashSet<Uid> = messages.iter().map(|m| m.uid).collect();
+    for (uid, prev) in &old {
+        let same = messages
+            .binary_search_by_key(uid, |m| m.uid)
+            .ok()
+            .map(|i| &messages[i]);
+        if !present.contains(uid)
+            || same.is_some_and(|m| m.guid != prev.guid)
+            || uidvalidity_changed
+        {
+            highest += 1;
+            tx.delete_message(guid, *uid)?;
+            if !uidvalidity_changed {
+                tx.add_expunged(
+                    guid,
+                    &ExpungedRow {
+                        uid: *uid,
+                        guid: prev.guid.clone(),
+                        modseq: highest,
+                    },
+                )?;
+            }
+        }
+    }
+    let scan_signature = if scan_time - newest > SIGNATURE_MARGIN_NS {
+        sig
+    } else {
+        String::new()
+    };
+    tx.put_mailbox(&MailboxRow {
+        guid,
+        name: name.to_string(),
+        uidvalidity: list.uidvalidity,
+        uidnext: list.next_uid,
+        highest_modseq: highest,
+        scan_signature,
+    })?;
+    tx.commit()?;
+    Ok((
+        Folder {
+            name: name.clone(),
+            dir: dir.to_path_buf(),
+            uidvalidity: list.uidvalidity,
+            uidnext: list.next_uid,
+            highest_modseq: highest,
+            messages,
+            files: paths,
+        },
+        guid,
+    ))
+}
+
+/// Gives UIDs to files no uidlist names yet (mail an MDA delivered), and a GUID to a folder
+/// that has none, under the uidlist lock, as Dovecot would on its next look.
+fn assign_uids(dir: &Path, fsync: bool) -> Result<Uidlist> {
+    let _lock = UidlistLock::acquire(dir, LOCK_TIMEOUT)?;
+    let mut list = read_uidlist(dir)?.unwrap_or_else(|| Uidlist {
+        uidvalidity: uidvalidity_now(),
+        next_uid: 1,
+        mailbox_guid: None,
+        extra_header: Vec::new(),
+        records: Vec::new(),
+    });
+    let files = list_files(dir)?;
+    let mut changed = list.mailbox_guid.is_none();
+    if list.mailbox_guid.is_none() {
+        list.mailbox_guid = Some(Guid128::generate());
+    }
+    let known: std::collections::HashSet<String> =
+        list.records.iter().map(|r| r.base.clone()).collect();
+    let mut new: Vec<&String> = files.keys().filter(|b| !known.contains(*b)).collect();
+    // Dovecot's names start with the delivery time, so name order is arrival order.
+    new.sort();
+    for base in new {
+        list.records.push(UidlistRecord {
+            uid: list.next_uid,
+            ext: Vec::new(),
+            base: base.clone(),
+        });
+        list.next_uid += 1;
+        changed = true;
+    }
+    if changed {
+        // Drop entries whose files are gone while rewriting anyway, as Dovecot does lazily.
+        list.records.retain(|r| files.contains_key(&r.base));
+        uidlist::write_atomic(dir, &list, fsync)?;
+    }
+    Ok(list)
+}
+
+/// Creates a new, empty folder with the given GUID and UIDVALIDITY.
+pub(crate) fn create_folder(
+    index: &mut Index,
+    name: &MailboxName,
+    dir: &Path,
+    guid: Guid128,
+    uidvalidity: u32,
+    layout: Layout,
+    fsync: bool,
+) -> Result<Folder> {
+    if dir.join(UIDLIST).exists() && !name.is_inbox() {
+        return Err(Error::temp(format!(
+            "cannot create mailbox {name}: {} already exists",
+            dir.display()
+        )));
+    }
+    ensure_subdirs(dir)?;
+    if layout == Layout::MaildirPlusPlus && !name.is_inbox() {
+        std::fs::write(dir.join("maildirfolder"), b"")
+            .ctx(|| format!("creating {}/maildirfolder", dir.display()))?;
+    }
+    let _lock = UidlistLock::acquire(dir, LOCK_TIMEOUT)?;
+    let list = Uidlist {
+        uidvalidity: if uidvalidity == 0 {
+            uidvalidity_now()
+        } else {
+            uidvalidity
+        },
+        next_uid: 1,
+        mailbox_guid: Some(guid),
+        extra_header: Vec::new(),
+        records: Vec::new(),
+    };
+    uidlist::write_atomic(dir, &list, fsync)?;
+    let tx = index.transaction()?;
+    tx.delete_mailbox(guid)?;
+    tx.put_mailbox(&MailboxRow {
+        guid,
+        name: name.to_string(),
+        uidvalidity: list.uidvalidity,
+        uidnext: 1,
+        highest_modseq: 0,
+        scan_signature: String::new(),
+    })?;
+    tx.commit()?;
+    Ok(Folder {
+        name: name.clone(),
+        dir: dir.to_path_buf(),
+        uidvalidity: list.uidvalidity,
+        uidnext: 1,
+        highest_modseq: 0,
+        messages: Vec::new(),
+        files: BTreeMap::new(),
+    })
+}
+
+/// The files that make a folder what it is (not its sub-folders in `LAYOUT=fs`).
+const FOLDER_ENTRIES: [&str; 7] = [
+    "cur",
+    "new",
+    "tmp",
+    UIDLIST,
+    KEYWORDS,
+    "maildirfolder",
+    "dovecot-uidlist.lock",
+];
+
+pub(crate) fn delete_folder(dir: &Path, layout: Layout, root: &Path) -> Result<()> {
+    if dir == root {
+        // INBOX cannot be deleted; empty it instead.
+        for sub in ["cur", "new"] {
+            let d = dir.join(sub);
+            for e in std::fs::read_dir(&d)
+                .ctx(|| format!("listing {}", d.display()))?
+                .flatten()
+            {
+                std::fs::remove_file(e.path())
+                    .ctx(|| format!("removing {}", e.path().display()))?;
+            }
+        }
+        return Ok(());
+    }
+    match layout {
+        Layout::MaildirPlusPlus => {
+            // Rename first so that a crash halfway never leaves a half-deleted folder visible.
+            let trash = root.join(format!("..boxsync-deleted-{}", Guid128::generate()));
+            std::fs::rename(dir, &trash).ctx(|| format!("deleting {}", dir.display()))?;
+            std::fs::remove_dir_all(&trash).ctx(|| format!("removing {}", trash.display()))
+        }
+        Layout::Fs => {
+            for e in FOLDER_ENTRIES {
+                let p = dir.join(e);
+                if p.is_dir() {
+                    std::fs::remove_dir_all(&p).ctx(|| format!("removing {}", p.display()))?;
+                } else if p.exists() {
+                    std::fs::remove_file(&p).ctx(|| format!("removing {}", p.display()))?;
+                }
+            }
+            let _ = std::fs::remove_dir(dir);
+            Ok(())
+        }
+    }
+}
+
+pub(crate) fn move_folder(from: &Path, to: &Path, layout: Layout) -> Result<()> {
+    if to.join(UIDLIST).exists() || (layout == Layout::MaildirPlusPlus && to.exists()) {
+        return Err(Error::temp(format!(
+            "cannot rename {} to {}: target exists",
+            from.display(),
+            to.display()
+        )));
+    }
+    match layout {
+        Layout::MaildirPlusPlus => std::fs::rename(from, to)
+            .ctx(|| format!("renaming {} to {}", from.display(), to.display())),
+        Layout::Fs => {
+            std::fs::create_dir_all(to).ctx(|| format!("creating {}", to.display()))?;
+            for e in FOLDER_ENTRIES {
+                let p = from.join(e);
+                if p.exists() {
+                    std::fs::rename(&p, to.join(e)).ctx(|| format!("moving {}", p.display()))?;
+                }
+            }
+            let _ = std::fs::remove_dir(from);
+            Ok(())
+        }
+    }
+}
+
+pub(crate) fn rewrite_mailbox_guid(dir: &Path, guid: Guid128, fsync: bool) -> Result<()> {
+    let _lock = UidlistLock::acquire(dir, LOCK_TIMEOUT)?;
+    let mut list = read_uidlist(dir)?
+        .ok_or_else(|| Error::data(format!("{}: no dovecot-uidlist", dir.display())))?;
+    list.mailbox_guid = Some(guid);
+    uidlist::write_atomic(dir, &list, fsync)
+}
+
+pub(crate) fn reread_uidlist(dir: &Path) -> Result<Uidlist> {
+    read_uidlist(dir)?
+        .ok_or_else(|| Error::data(format!("{}: dovecot-uidlist vanished", dir.display())))
+}

@@ -522,6 +522,7 @@ fn mailbox_record(store: &dyn Store, guid: Guid128) -> MailboxRecord {
             highest_pvt_modseq: 0,
             mailbox_lost: false,
             mailbox_ignore: false,
+            content_digest: store.messages(guid).ok().map(content_digest),
         },
         None => MailboxRecord {
             mailbox_guid: guid,
@@ -529,6 +530,28 @@ fn mailbox_record(store: &dyn Store, guid: Guid128) -> MailboxRecord {
             ..Default::default()
         },
     }
+}
+
+/// FNV-1a over every message's UID, GUID, flags and keywords: the same on any machine.
+fn content_digest(messages: &[boxsync_store::Message]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for &b in bytes {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    for m in messages {
+        eat(&m.uid.to_le_bytes());
+        eat(m.guid.as_bytes());
+        eat(&[0, m.flags.0]);
+        for k in &m.keywords {
+            eat(k.as_bytes());
+            eat(&[0]);
+        }
+        eat(&[1]);
+    }
+    h
 }
 
 fn matches_state(b: &MailboxRecord, s: &MailboxState) -> bool {
@@ -619,6 +642,9 @@ fn sync_mailbox(
             && a.uid_next == b.uid_next
             && a.messages_count == b.messages_count
             && a.highest_modseq == b.highest_modseq
+            && (a.content_digest.is_none()
+                || b.content_digest.is_none()
+                || a.content_digest == b.content_digest)
     };
     let skip = match (settings.sync_type, state) {
         (SyncType::Full, _) => false,
@@ -626,6 +652,8 @@ fn sync_mailbox(
         _ => same(master_b, slave_b),
     };
     if skip {
+        // Both sides hold the same flags: that is the base the next per-flag merge needs.
+        store.record_agreed_flags(guid)?;
         if role == Role::Master {
             outcome.state.push(state_after(guid, master_b, slave_b));
         }

@@ -73,6 +73,10 @@ pub struct MailboxRecord {
     pub mailbox_lost: bool,
     /// The side will not sync this mailbox (filtered, or `-1` on the destination only).
     pub mailbox_ignore: bool,
+    /// A boxsync extension: a digest of every (UID, GUID, flags, keywords), so that a fast sync
+    /// never skips a mailbox whose counters agree by chance (dsync's documented weakness).
+    /// Absent from peers that do not send it.
+    pub content_digest: Option<u64>,
 }
 
 /// `C.type`.

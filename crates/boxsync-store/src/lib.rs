@@ -101,6 +101,9 @@ pub trait Store: Send {
     fn change_mailbox_guid(&mut self, old: Guid128, new: Guid128) -> Result<()>;
     fn set_subscribed(&mut self, name: &MailboxName, subscribed: bool) -> Result<()>;
     /// Starts changing a mailbox; `header` holds the counters both sides agreed on.
+    /// Records that both sides now hold every message of this mailbox with the flags it has:
+    /// the base for per-flag merging in the next sync. Touches only the index.
+    fn record_agreed_flags(&mut self, mailbox: Guid128) -> Result<()>;
     fn writer(
         &mut self,
         mailbox: Guid128,

@@ -100,7 +100,18 @@ impl MaildirStore {
         let root = self.location.root.clone();
         let sub_path = root.join("subscriptions");
         self.subscriptions = match std::fs::read(&sub_path) {
-            Ok(bytes) => Subscriptions::parse(&bytes, self.separator_v1(), &sub_path)?,
+            // Dovecot keeps the names as stored on disk: modified UTF-7.
+            Ok(bytes) => {
+                let mut s = Subscriptions::parse(&bytes, self.separator_v1(), &sub_path)?;
+                for name in &mut s.names {
+                    for part in name.iter_mut() {
+                        if let Some(decoded) = mutf7::decode(part) {
+                            *part = decoded;
+                        }
+                    }
+                }
+                s
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Subscriptions {
                 version: 2,
                 names: Vec::new(),
@@ -378,6 +389,41 @@ impl Store for MaildirStore {
             LogKind::Unsubscribe
         };
         self.log_append(kind, Guid128::sha128_of(&name.to_string()))
+    }
+
+    fn record_agreed_flags(&mut self, mailbox: Guid128) -> Result<()> {
+        let folder = self
+            .folders
+            .get_mut(&mailbox)
+            .ok_or_else(|| Error::NotFound(format!("mailbox GUID {mailbox} not found")))?;
+        let mut rows = Vec::new();
+        for m in &mut folder.messages {
+            let current = (m.flags, m.keywords.clone());
+            if m.base.as_ref() == Some(&current) {
+                continue;
+            }
+            let Some(file) = folder.files.get(&m.uid) else {
+                continue;
+            };
+            rows.push(boxsync_index::MessageRow {
+                uid: m.uid,
+                guid: m.guid.clone(),
+                file: file.clone(),
+                flags: m.flags,
+                keywords: m.keywords.clone(),
+                modseq: m.modseq,
+                base: Some(current.clone()),
+            });
+            m.base = Some(current);
+        }
+        if !rows.is_empty() {
+            let tx = self.index.transaction()?;
+            for row in &rows {
+                tx.put_message(mailbox, row)?;
+            }
+            tx.commit()?;
+        }
+        Ok(())
     }
 
     fn writer(

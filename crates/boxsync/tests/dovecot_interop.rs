@@ -1,0 +1,245 @@
+//! Real Dovecot and boxsync share Maildirs: Dovecot reads what boxsync wrote, boxsync carries
+//! Dovecot's changes across, and on scripted two-way scenarios `boxsync sync` ends where
+//! `doveadm sync` ends on copies of the same stores.
+
+mod common;
+
+use common::{Dir, Dovecot, FetchRow, boxsync, dovecot_or_skip, maildir, message};
+use std::path::Path;
+
+fn run_boxsync(a: &str, args: &[&str], b: &str) -> std::process::Output {
+    let out = boxsync()
+        .args([
+            "-o",
+            &format!("mail_location={a}"),
+            "-o",
+            "mail_fsync=never",
+        ])
+        .args(args)
+        .arg(b)
+        .output()
+        .expect("run boxsync");
+    assert!(
+        out.status.code() == Some(0),
+        "boxsync {args:?} failed with {:?}: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    let st = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .expect("cp");
+    assert!(st.success());
+}
+
+/// Mailbox names with their messages, without the mailboxes Dovecot lists only as parents.
+fn view(dovecot: &Dovecot, loc: &str) -> Vec<FetchRow> {
+    dovecot.fetch(loc)
+}
+
+fn mailbox_names(dovecot: &Dovecot, loc: &str) -> Vec<String> {
+    let mut names: Vec<String> = dovecot
+        .mailbox_status(loc)
+        .into_iter()
+        .map(|s| s.0)
+        .collect();
+    names.sort();
+    names
+}
+
+/// A Dovecot-made store with folders, flags and keywords.
+fn populate(dovecot: &Dovecot, loc: &str) {
+    for n in 0..4 {
+        dovecot.save(loc, "INBOX", &message(n));
+    }
+    dovecot.mailbox_create(loc, "Work/Prøjekt");
+    dovecot.mailbox_subscribe(loc, "Work/Prøjekt");
+    dovecot.save(loc, "Work/Prøjekt", &message(10));
+    dovecot.save(loc, "Work/Prøjekt", &message(11));
+    dovecot.flags_add(loc, "INBOX", 1, "\\Seen $Important");
+    dovecot.flags_add(loc, "INBOX", 2, "\\Flagged");
+    dovecot.flags_add(loc, "Work/Prøjekt", 2, "\\Answered \\Seen");
+}
+
+#[test]
+fn dovecot_sees_what_boxsync_backed_up() {
+    let Some(dovecot) = dovecot_or_skip() else {
+        return;
+    };
+    let dir = Dir::new();
+    let (a, b) = (maildir(&dir.join("a")), maildir(&dir.join("b")));
+    populate(&dovecot, &a);
+    run_boxsync(&a, &["backup"], &b);
+    assert_eq!(view(&dovecot, &b), view(&dovecot, &a));
+    assert_eq!(mailbox_names(&dovecot, &b), mailbox_names(&dovecot, &a));
+    assert_eq!(dovecot.subscriptions(&b), dovecot.subscriptions(&a));
+    let status_a = dovecot.mailbox_status(&a);
+    let status_b = dovecot.mailbox_status(&b);
+    assert_eq!(status_b, status_a, "UIDVALIDITY and UIDNEXT are kept");
+    // A rerun changes nothing.
+    run_boxsync(&a, &["backup"], &b);
+    assert_eq!(view(&dovecot, &b), view(&dovecot, &a));
+}
+
+#[test]
+fn dovecot_changes_reach_the_other_side() {
+    let Some(dovecot) = dovecot_or_skip() else {
+        return;
+    };
+    let dir = Dir::new();
+    let (a, b) = (maildir(&dir.join("a")), maildir(&dir.join("b")));
+    populate(&dovecot, &a);
+    dovecot.mailbox_create(&a, "Old");
+    dovecot.save(&a, "Old", &message(20));
+    dovecot.mailbox_create(&a, "Gone");
+    dovecot.save(&a, "Gone", &message(21));
+    run_boxsync(&a, &["sync"], &b);
+    assert_eq!(view(&dovecot, &b), view(&dovecot, &a));
+
+    dovecot.save(&a, "INBOX", &message(5));
+    dovecot.flags_add(&a, "INBOX", 3, "\\Seen Work");
+    dovecot.flags_remove(&a, "INBOX", 1, "\\Seen");
+    dovecot.expunge(&a, "INBOX", 2);
+    dovecot.mailbox_rename(&a, "Old", "Renamed");
+    dovecot.mailbox_delete(&a, "Gone");
+    // And on the other side too.
+    dovecot.save(&b, "Work/Prøjekt", &message(12));
+    dovecot.flags_add(&b, "Work/Prøjekt", 1, "\\Flagged");
+    run_boxsync(&a, &["sync"], &b);
+    let after = view(&dovecot, &a);
+    assert_eq!(view(&dovecot, &b), after);
+    assert!(after.iter().any(|r| r.mailbox == "Renamed"), "{after:?}");
+    assert!(
+        !after
+            .iter()
+            .any(|r| r.mailbox == "Gone" || r.mailbox == "Old"),
+        "{after:?}"
+    );
+    assert!(!after.iter().any(|r| r.mailbox == "INBOX" && r.uid == 2));
+    let inbox3 = after
+        .iter()
+        .find(|r| r.mailbox == "INBOX" && r.uid == 3)
+        .unwrap();
+    assert_eq!(inbox3.flags, ["Work", "\\Seen"]);
+    assert_eq!(
+        after.iter().filter(|r| r.mailbox == "Work/Prøjekt").count(),
+        3
+    );
+    assert_eq!(mailbox_names(&dovecot, &b), mailbox_names(&dovecot, &a));
+}
+
+/// Runs `doveadm sync` and `boxsync sync` on copies of the same two stores and compares.
+struct Scenario {
+    dovecot: Dovecot,
+    dir: Dir,
+}
+
+impl Scenario {
+    fn new() -> Option<Scenario> {
+        let dovecot = dovecot_or_skip()?;
+        let dir = Dir::new();
+        let (a, b) = (maildir(&dir.join("a")), maildir(&dir.join("b")));
+        populate(&dovecot, &a);
+        // Both sides start as Dovecot's own dsync leaves them.
+        let out = dovecot.sync(&a, &b, &["backup"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // boxsync's first look: both sides agree, which it records as the base of later merges
+        // (Dovecot's index holds the same history).
+        run_boxsync(&a, &["sync"], &b);
+        Some(Scenario { dovecot, dir })
+    }
+
+    fn a(&self) -> String {
+        maildir(&self.dir.join("a"))
+    }
+    fn b(&self) -> String {
+        maildir(&self.dir.join("b"))
+    }
+
+    /// Syncs copies with each tool and returns (dovecot's A, B, boxsync's A, B).
+    fn compare(&self) -> [Vec<FetchRow>; 4] {
+        copy_tree(&self.dir.join("a"), &self.dir.join("da"));
+        copy_tree(&self.dir.join("b"), &self.dir.join("db"));
+        let (da, db) = (maildir(&self.dir.join("da")), maildir(&self.dir.join("db")));
+        let out = self.dovecot.sync(&da, &db, &["sync"]);
+        assert!(
+            out.status.success(),
+            "doveadm sync: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        run_boxsync(&self.a(), &["sync"], &self.b());
+        let r = [
+            view(&self.dovecot, &da),
+            view(&self.dovecot, &db),
+            view(&self.dovecot, &self.a()),
+            view(&self.dovecot, &self.b()),
+        ];
+        assert_eq!(r[0], r[1], "doveadm left the sides different");
+        assert_eq!(r[2], r[3], "boxsync left the sides different");
+        r
+    }
+}
+
+#[test]
+fn uid_conflict_renumbers_both_like_dovecot() {
+    let Some(s) = Scenario::new() else { return };
+    let (a, b) = (s.a(), s.b());
+    s.dovecot.save(&a, "INBOX", &message(100));
+    s.dovecot.save(&b, "INBOX", &message(200));
+    let [dove, _, ours, _] = s.compare();
+    assert_eq!(ours, dove);
+    let inbox: Vec<u32> = ours
+        .iter()
+        .filter(|r| r.mailbox == "INBOX")
+        .map(|r| r.uid)
+        .collect();
+    assert_eq!(inbox, [1, 2, 3, 4, 6, 7], "both UID 5s became 6 and 7");
+}
+
+#[test]
+fn rename_on_one_side_while_mail_arrives_on_the_other() {
+    let Some(s) = Scenario::new() else { return };
+    let (a, b) = (s.a(), s.b());
+    s.dovecot.mailbox_rename(&a, "Work/Prøjekt", "Work/Project");
+    s.dovecot.save(&b, "Work/Prøjekt", &message(300));
+    let [dove, _, ours, _] = s.compare();
+    assert_eq!(ours, dove);
+    assert!(
+        ours.iter().filter(|r| r.mailbox == "Work/Project").count() == 3,
+        "{ours:?}"
+    );
+}
+
+#[test]
+fn folder_deleted_on_one_side() {
+    let Some(s) = Scenario::new() else { return };
+    s.dovecot.mailbox_delete(&s.a(), "Work/Prøjekt");
+    let [dove, _, ours, _] = s.compare();
+    assert_eq!(ours, dove);
+    assert!(!ours.iter().any(|r| r.mailbox.starts_with("Work/")));
+}
+
+#[test]
+fn conflicting_flag_changes() {
+    let Some(s) = Scenario::new() else { return };
+    let (a, b) = (s.a(), s.b());
+    // Different flags on each side merge; a flag removed on one side and untouched on the other
+    // goes; keywords likewise.
+    s.dovecot.flags_add(&a, "INBOX", 3, "\\Seen");
+    s.dovecot.flags_add(&b, "INBOX", 3, "\\Flagged Todo");
+    s.dovecot.flags_remove(&b, "INBOX", 1, "$Important");
+    s.dovecot.flags_add(&a, "INBOX", 4, "\\Answered");
+    s.dovecot.flags_add(&b, "INBOX", 4, "\\Deleted");
+    let [dove, _, ours, _] = s.compare();
+    assert_eq!(ours, dove);
+}

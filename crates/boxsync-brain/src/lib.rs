@@ -522,7 +522,7 @@ fn mailbox_record(store: &dyn Store, guid: Guid128) -> MailboxRecord {
             highest_pvt_modseq: 0,
             mailbox_lost: false,
             mailbox_ignore: false,
-            content_digest: store.messages(guid).ok().map(content_digest),
+            content_digest: Some(m.digest),
         },
         None => MailboxRecord {
             mailbox_guid: guid,
@@ -530,28 +530,6 @@ fn mailbox_record(store: &dyn Store, guid: Guid128) -> MailboxRecord {
             ..Default::default()
         },
     }
-}
-
-/// FNV-1a over every message's UID, GUID, flags and keywords: the same on any machine.
-fn content_digest(messages: &[boxsync_store::Message]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |bytes: &[u8]| {
-        for &b in bytes {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    };
-    for m in messages {
-        eat(&m.uid.to_le_bytes());
-        eat(m.guid.as_bytes());
-        eat(&[0, m.flags.0]);
-        for k in &m.keywords {
-            eat(k.as_bytes());
-            eat(&[0]);
-        }
-        eat(&[1]);
-    }
-    h
 }
 
 fn matches_state(b: &MailboxRecord, s: &MailboxState) -> bool {
@@ -677,6 +655,7 @@ fn sync_mailbox(
     }
 
     // C: both lists.
+    store.load(guid)?;
     let my_changes = export_changes(store, guid, since)?;
     for c in &my_changes {
         link.send(Record::Change(c.clone()))?;

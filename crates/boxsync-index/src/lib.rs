@@ -17,7 +17,9 @@ CREATE TABLE IF NOT EXISTS mailbox (
     uidvalidity INTEGER NOT NULL,
     uidnext INTEGER NOT NULL,
     highest_modseq INTEGER NOT NULL,
-    scan_signature TEXT NOT NULL DEFAULT ''
+    scan_signature TEXT NOT NULL DEFAULT '',
+    messages INTEGER NOT NULL DEFAULT 0,
+    digest INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS message (
     mailbox TEXT NOT NULL,
@@ -29,6 +31,8 @@ CREATE TABLE IF NOT EXISTS message (
     modseq INTEGER NOT NULL,
     base_flags INTEGER,
     base_keywords TEXT,
+    pop3_uidl TEXT,
+    pop3_order INTEGER,
     PRIMARY KEY (mailbox, uid)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS expunged (
@@ -49,6 +53,9 @@ pub struct MailboxRow {
     pub uidnext: Uid,
     pub highest_modseq: Modseq,
     pub scan_signature: String,
+    /// How many messages, and the digest of them, when the scan signature was recorded.
+    pub messages: u32,
+    pub digest: u64,
 }
 
 /// One message as the index knows it.
@@ -63,6 +70,8 @@ pub struct MessageRow {
     pub modseq: Modseq,
     /// The flags and keywords both sides had when this message was last synced.
     pub base: Option<(Flags, Keywords)>,
+    pub pop3_uidl: Option<String>,
+    pub pop3_order: Option<u32>,
 }
 
 /// An entry of the expunge journal.
@@ -113,12 +122,14 @@ fn split_keywords(s: &str) -> Keywords {
 }
 
 impl Index {
-    /// Opens (creating if needed) the index at `path`. With `durable`, commits reach the disk
-    /// before they return (`synchronous=FULL`); without, as `mail_fsync=never` asks.
+    /// Opens (creating if needed) the index at `path`. With `durable`, the WAL is flushed at
+    /// checkpoints; without, never (as `mail_fsync=never` asks).
     pub fn open(path: &Path, durable: bool) -> Result<Index> {
         let shown = path.display().to_string();
         let conn = Connection::open(path).map_err(sql_err(&shown))?;
-        let sync = if durable { "FULL" } else { "OFF" };
+        // NORMAL in WAL mode may lose the last commits on power loss but never corrupts: the
+        // index can then only know less than the files, and the next scan learns it again.
+        let sync = if durable { "NORMAL" } else { "OFF" };
         conn.execute_batch(&format!(
             "PRAGMA busy_timeout = 30000; PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync};"
         ))
@@ -144,7 +155,8 @@ impl Index {
     pub fn mailbox(&self, guid: Guid128) -> Result<Option<MailboxRow>> {
         self.conn
             .query_row(
-                "SELECT name, uidvalidity, uidnext, highest_modseq, scan_signature FROM mailbox WHERE guid = ?1",
+                "SELECT name, uidvalidity, uidnext, highest_modseq, scan_signature, messages, digest
+                 FROM mailbox WHERE guid = ?1",
                 params![guid.to_string()],
                 |r| {
                     Ok(MailboxRow {
@@ -154,6 +166,8 @@ impl Index {
                         uidnext: r.get(2)?,
                         highest_modseq: r.get::<_, i64>(3)? as u64,
                         scan_signature: r.get(4)?,
+                        messages: r.get(5)?,
+                        digest: r.get::<_, i64>(6)? as u64,
                     })
                 },
             )
@@ -166,7 +180,8 @@ impl Index {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT uid, guid, file, flags, keywords, modseq, base_flags, base_keywords
+                "SELECT uid, guid, file, flags, keywords, modseq, base_flags, base_keywords,
+                        pop3_uidl, pop3_order
                  FROM message WHERE mailbox = ?1 ORDER BY uid",
             )
             .map_err(self.err())?;
@@ -187,6 +202,8 @@ impl Index {
                             split_keywords(base_keywords.as_deref().unwrap_or("")),
                         )
                     }),
+                    pop3_uidl: r.get(8)?,
+                    pop3_order: r.get(9)?,
                 })
             })
             .map_err(self.err())?;
@@ -235,10 +252,10 @@ impl Transaction<'_> {
     pub fn put_mailbox(&self, row: &MailboxRow) -> Result<()> {
         self.tx
             .prepare_cached(
-                "INSERT INTO mailbox (guid, name, uidvalidity, uidnext, highest_modseq, scan_signature)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                "INSERT INTO mailbox (guid, name, uidvalidity, uidnext, highest_modseq, scan_signature, messages, digest)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                  ON CONFLICT(guid) DO UPDATE SET name = ?2, uidvalidity = ?3, uidnext = ?4,
-                     highest_modseq = ?5, scan_signature = ?6",
+                     highest_modseq = ?5, scan_signature = ?6, messages = ?7, digest = ?8",
             )
             .and_then(|mut s| {
                 s.execute(params![
@@ -247,7 +264,9 @@ impl Transaction<'_> {
                     row.uidvalidity,
                     row.uidnext,
                     row.highest_modseq as i64,
-                    row.scan_signature
+                    row.scan_signature,
+                    row.messages,
+                    row.digest as i64
                 ])
             })
             .map_err(self.err())?;
@@ -295,8 +314,9 @@ impl Transaction<'_> {
         self.tx
             .prepare_cached(
                 "INSERT OR REPLACE INTO message
-                 (mailbox, uid, guid, file, flags, keywords, modseq, base_flags, base_keywords)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                 (mailbox, uid, guid, file, flags, keywords, modseq, base_flags, base_keywords,
+                  pop3_uidl, pop3_order)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             )
             .and_then(|mut s| {
                 s.execute(params![
@@ -309,6 +329,8 @@ impl Transaction<'_> {
                     m.modseq as i64,
                     m.base.as_ref().map(|b| b.0.0),
                     m.base.as_ref().map(|b| join_keywords(&b.1)),
+                    m.pop3_uidl,
+                    m.pop3_order,
                 ])
             })
             .map_err(self.err())?;
@@ -355,6 +377,8 @@ mod tests {
             keywords: kw.clone(),
             modseq: 7,
             base: Some((Flags::EMPTY, Keywords::new())),
+            pop3_uidl: Some("UIDL1".into()),
+            pop3_order: None,
         };
         let tx = idx.transaction().unwrap();
         tx.put_mailbox(&MailboxRow {
@@ -364,6 +388,8 @@ mod tests {
             uidnext: 4,
             highest_modseq: 7,
             scan_signature: String::new(),
+            messages: 1,
+            digest: 0,
         })
         .unwrap();
         tx.put_message(g, &m).unwrap();

@@ -23,6 +23,8 @@ pub struct MailboxEntry {
     pub subscribed: bool,
     pub last_renamed_or_created: i64,
     pub last_subscription_change: i64,
+    /// [`content_digest`] of the messages.
+    pub digest: u64,
 }
 
 /// What a store remembers of deleted mailboxes and removed subscriptions.
@@ -47,6 +49,29 @@ pub struct Message {
     pub received: i64,
     pub pop3_uidl: Option<String>,
     pub pop3_order: Option<u32>,
+}
+
+/// FNV-1a over every message's UID, GUID, flags and keywords: equal on two sides exactly when
+/// they hold the same messages (up to hash collisions), and the same on any machine.
+pub fn content_digest(messages: &[Message]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for &b in bytes {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    for m in messages {
+        eat(&m.uid.to_le_bytes());
+        eat(m.guid.as_bytes());
+        eat(&[0, m.flags.0]);
+        for k in &m.keywords {
+            eat(k.as_bytes());
+            eat(&[0]);
+        }
+        eat(&[1]);
+    }
+    h
 }
 
 /// What a save needs besides the body.
@@ -90,7 +115,10 @@ pub trait Store: Send {
     fn describe(&self) -> String;
     fn mailboxes(&self) -> Vec<MailboxEntry>;
     fn tombstones(&self) -> Tombstones;
-    /// The messages of a mailbox in UID order.
+    /// Makes the messages of a mailbox available to [`Store::messages`] (a mailbox that did
+    /// not change since the last scan is only read from the index when needed).
+    fn load(&mut self, mailbox: Guid128) -> Result<()>;
+    /// The messages of a mailbox in UID order, once loaded.
     fn messages(&self, mailbox: Guid128) -> Result<&[Message]>;
     fn expunged_since(&self, mailbox: Guid128, since: Modseq) -> Result<Vec<ExpungedRow>>;
     fn body(&self, mailbox: Guid128, uid: Uid) -> Result<Box<dyn MailBody>>;

@@ -30,6 +30,11 @@ pub(crate) struct Folder {
     pub uidvalidity: u32,
     pub uidnext: Uid,
     pub highest_modseq: Modseq,
+    pub count: u32,
+    pub digest: u64,
+    /// Whether `messages` and `files` are filled (a folder whose scan was skipped is filled
+    /// from the index only when a sync needs its messages).
+    pub loaded: bool,
     pub messages: Vec<Message>,
     /// File name (relative to `dir`, `cur/…` or `new/…`) of each message, by UID.
     pub files: BTreeMap<Uid, String>,
@@ -266,7 +271,8 @@ impl Store for MaildirStore {
                     uidvalidity: f.uidvalidity,
                     uidnext: f.uidnext,
                     highest_modseq: f.highest_modseq,
-                    messages: f.messages.len() as u32,
+                    messages: f.count,
+                    digest: f.digest,
                     subscribed: subscribed.contains(&f.name.parts().to_vec()),
                     last_renamed_or_created: renamed,
                     last_subscription_change: sub_change,
@@ -289,8 +295,23 @@ impl Store for MaildirStore {
         t
     }
 
+    fn load(&mut self, mailbox: Guid128) -> Result<()> {
+        let folder = self
+            .folders
+            .get_mut(&mailbox)
+            .ok_or_else(|| Error::NotFound(format!("mailbox GUID {mailbox} not found")))?;
+        scan::load_folder(&self.index, mailbox, folder)
+    }
+
     fn messages(&self, mailbox: Guid128) -> Result<&[Message]> {
-        Ok(&self.folder(mailbox)?.messages)
+        let f = self.folder(mailbox)?;
+        if !f.loaded {
+            return Err(Error::temp(format!(
+                "BUG: messages of {} read before they were loaded",
+                f.name
+            )));
+        }
+        Ok(&f.messages)
     }
 
     fn expunged_since(&self, mailbox: Guid128, since: Modseq) -> Result<Vec<ExpungedRow>> {
@@ -396,6 +417,10 @@ impl Store for MaildirStore {
             .folders
             .get_mut(&mailbox)
             .ok_or_else(|| Error::NotFound(format!("mailbox GUID {mailbox} not found")))?;
+        if !folder.loaded {
+            // Not rescanned since the last run, which recorded this already.
+            return Ok(());
+        }
         let mut rows = Vec::new();
         for m in &mut folder.messages {
             let current = (m.flags, m.keywords.clone());
@@ -413,6 +438,8 @@ impl Store for MaildirStore {
                 keywords: m.keywords.clone(),
                 modseq: m.modseq,
                 base: Some(current.clone()),
+                pop3_uidl: m.pop3_uidl.clone(),
+                pop3_order: m.pop3_order,
             });
             m.base = Some(current);
         }
@@ -436,6 +463,7 @@ impl Store for MaildirStore {
             .folders
             .get_mut(&mailbox)
             .ok_or_else(|| Error::NotFound(format!("mailbox GUID {mailbox} not found")))?;
+        scan::load_folder(&self.index, mailbox, folder)?;
         Ok(Box::new(writer::Writer::new(
             &mut self.index,
             mailbox,

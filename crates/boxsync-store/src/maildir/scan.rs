@@ -229,6 +229,30 @@ pub(crate) fn scan_folder(
     fsync: bool,
 ) -> Result<(Folder, Guid128)> {
     ensure_subdirs(dir)?;
+    // Taken before anything is read: a change made while we read moves an mtime past it.
+    let scan_time = now_ns();
+    let (sig, newest) = signature(dir);
+    if let Some(guid) = read_uidlist_guid(dir) {
+        if let Some(row) = index.mailbox(guid)? {
+            if !row.scan_signature.is_empty() && row.scan_signature == sig {
+                return Ok((
+                    Folder {
+                        name: name.clone(),
+                        dir: dir.to_path_buf(),
+                        uidvalidity: row.uidvalidity,
+                        uidnext: row.uidnext,
+                        highest_modseq: row.highest_modseq,
+                        count: row.messages,
+                        digest: row.digest,
+                        loaded: false,
+                        messages: Vec::new(),
+                        files: BTreeMap::new(),
+                    },
+                    guid,
+                ));
+            }
+        }
+    }
     let mut list = read_uidlist(dir)?;
     let files = list_files(dir)?;
     let unknown_files = match &list {
@@ -251,8 +275,6 @@ pub(crate) fn scan_folder(
     })?;
     let files = list_files(dir)?;
     let keywords = read_keywords(dir)?;
-    let scan_time = now_ns();
-    let (sig, newest) = signature(dir);
 
     let row = index.mailbox(guid)?;
     let old: BTreeMap<Uid, MessageRow> = index
@@ -307,6 +329,8 @@ pub(crate) fn scan_folder(
                         keywords: kws.clone(),
                         modseq: highest,
                         base: base.clone(),
+                        pop3_uidl: rec.pop3_uidl().map(str::to_owned),
+                        pop3_order: rec.pop3_order(),
                     },
                 )?;
                 (highest, base)
@@ -354,6 +378,7 @@ pub(crate) fn scan_folder(
     } else {
         String::new()
     };
+    let digest = crate::content_digest(&messages);
     tx.put_mailbox(&MailboxRow {
         guid,
         name: name.to_string(),
@@ -361,6 +386,8 @@ pub(crate) fn scan_folder(
         uidnext: list.next_uid,
         highest_modseq: highest,
         scan_signature,
+        messages: messages.len() as u32,
+        digest,
     })?;
     tx.commit()?;
     Ok((
@@ -370,6 +397,9 @@ pub(crate) fn scan_folder(
             uidvalidity: list.uidvalidity,
             uidnext: list.next_uid,
             highest_modseq: highest,
+            count: messages.len() as u32,
+            digest,
+            loaded: true,
             messages,
             files: paths,
         },
@@ -458,6 +488,8 @@ pub(crate) fn create_folder(
         uidnext: 1,
         highest_modseq: 0,
         scan_signature: String::new(),
+        messages: 0,
+        digest: crate::content_digest(&[]),
     })?;
     tx.commit()?;
     Ok(Folder {
@@ -466,6 +498,9 @@ pub(crate) fn create_folder(
         uidvalidity: list.uidvalidity,
         uidnext: 1,
         highest_modseq: 0,
+        count: 0,
+        digest: crate::content_digest(&[]),
+        loaded: true,
         messages: Vec::new(),
         files: BTreeMap::new(),
     })
@@ -550,6 +585,45 @@ pub(crate) fn rewrite_mailbox_guid(dir: &Path, guid: Guid128, fsync: bool) -> Re
         .ok_or_else(|| Error::data(format!("{}: no dovecot-uidlist", dir.display())))?;
     list.mailbox_guid = Some(guid);
     uidlist::write_atomic(dir, &list, fsync)
+}
+
+/// The mailbox GUID from the uidlist's header line alone (the rest can be megabytes).
+fn read_uidlist_guid(dir: &Path) -> Option<Guid128> {
+    use std::io::BufRead;
+    let f = std::fs::File::open(dir.join(UIDLIST)).ok()?;
+    let mut line = String::new();
+    std::io::BufReader::new(f).read_line(&mut line).ok()?;
+    let mut items = line.split_ascii_whitespace();
+    if items.next()? != "3" {
+        return None;
+    }
+    items.find_map(|i| i.strip_prefix('G').and_then(Guid128::parse_hex))
+}
+
+/// Fills a folder whose scan was skipped from the index.
+pub(crate) fn load_folder(index: &Index, guid: Guid128, folder: &mut Folder) -> Result<()> {
+    if folder.loaded {
+        return Ok(());
+    }
+    let rows = index.messages(guid)?;
+    folder.messages = Vec::with_capacity(rows.len());
+    folder.files.clear();
+    for r in rows {
+        folder.files.insert(r.uid, r.file);
+        folder.messages.push(Message {
+            uid: r.uid,
+            guid: r.guid,
+            flags: r.flags,
+            keywords: r.keywords,
+            modseq: r.modseq,
+            base: r.base,
+            received: 0,
+            pop3_uidl: r.pop3_uidl,
+            pop3_order: r.pop3_order,
+        });
+    }
+    folder.loaded = true;
+    Ok(())
 }
 
 pub(crate) fn reread_uidlist(dir: &Path) -> Result<Uidlist> {

@@ -110,6 +110,8 @@ fn mailbox_row(
         uidnext,
         highest_modseq: header.highest_modseq.max(folder.highest_modseq),
         scan_signature: String::new(),
+        messages: folder.messages.len() as u32,
+        digest: crate::content_digest(&folder.messages),
     }
 }
 
@@ -254,6 +256,8 @@ impl<'a> Writer<'a> {
                     keywords: p.meta.keywords.clone(),
                     modseq: self.header.change_modseq,
                     base: Some((p.meta.flags, p.meta.keywords.clone())),
+                    pop3_uidl: p.meta.pop3_uidl.clone(),
+                    pop3_order: p.meta.pop3_order,
                 },
             )?;
             self.folder.files.insert(uid, file);
@@ -341,6 +345,8 @@ impl<'a> Writer<'a> {
                     keywords: kws,
                     modseq,
                     base: m.base.clone(),
+                    pop3_uidl: m.pop3_uidl.clone(),
+                    pop3_order: m.pop3_order,
                 }));
             }
             self.report.flag_changes += 1;
@@ -428,6 +434,8 @@ impl<'a> Writer<'a> {
                     keywords: kws,
                     modseq,
                     base: m.base.clone(),
+                    pop3_uidl: m.pop3_uidl.clone(),
+                    pop3_order: m.pop3_order,
                 }));
                 self.folder.files.insert(to, file);
                 let at = self.folder.messages.partition_point(|x| x.uid < to);
@@ -448,6 +456,8 @@ impl<'a> Writer<'a> {
                         keywords: m.keywords.clone(),
                         modseq: m.modseq,
                         base: Some((flags, kws)),
+                        pop3_uidl: m.pop3_uidl.clone(),
+                        pop3_order: m.pop3_order,
                     }));
                 }
             }
@@ -464,6 +474,8 @@ impl<'a> Writer<'a> {
         self.folder.uidvalidity = list.uidvalidity;
         self.folder.uidnext = list.next_uid;
         self.folder.highest_modseq = self.header.highest_modseq.max(self.folder.highest_modseq);
+        self.folder.count = self.folder.messages.len() as u32;
+        self.folder.digest = crate::content_digest(&self.folder.messages);
         let tx = self.index.transaction()?;
         for op in ops {
             match op {

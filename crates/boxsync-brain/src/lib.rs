@@ -311,12 +311,22 @@ fn run_inner(
         Mode::TwoWay => None,
     };
     let dest_skips = |guid: &Guid128| protected.is_some() && plan.dest_skip.contains(guid);
+    // A -1 destination keeps mailboxes the source never had: the source ignores them, as
+    // dsync does, rather than failing to open them.
+    let my_record = |store: &dyn Store, guid: Guid128| {
+        let mut r = mailbox_record(store, guid);
+        if r.mailbox_lost && protected == Some(role) {
+            r.mailbox_lost = false;
+            r.mailbox_ignore = true;
+        }
+        r
+    };
     if role == Role::Master {
         for b in &plan.boxes {
             if dest_skips(&b.guid) {
                 continue;
             }
-            let mine = mailbox_record(store, b.guid);
+            let mine = my_record(store, b.guid);
             link.send(Record::Mailbox(mine.clone()))?;
             let theirs = match link.recv()? {
                 Record::Mailbox(r) => r,
@@ -355,7 +365,7 @@ fn run_inner(
                         .iter()
                         .find(|b| b.guid == theirs.mailbox_guid)
                         .map(|b| b.name.clone());
-                    let mine = mailbox_record(store, theirs.mailbox_guid);
+                    let mine = my_record(store, theirs.mailbox_guid);
                     link.send(Record::Mailbox(mine.clone()))?;
                     let name = name.unwrap_or_else(MailboxName::inbox);
                     sync_mailbox(
@@ -427,19 +437,18 @@ fn apply_tree(
         return;
     }
     for (old, new) in &plan.guid_merges {
-        if store.mailboxes().iter().any(|m| m.guid == *old) {
-            if let Err(e) = store.change_mailbox_guid(*old, *new) {
-                record_error(outcome, e);
-            }
+        if store.mailboxes().iter().any(|m| m.guid == *old)
+            && let Err(e) = store.change_mailbox_guid(*old, *new)
+        {
+            record_error(outcome, e);
         }
     }
     let wanted: HashMap<Guid128, &tree::FinalBox> =
         plan.boxes.iter().map(|b| (b.guid, b)).collect();
     let skip_create = matches!(mode, Mode::OneWay { .. });
     for m in store.mailboxes() {
-        if !wanted.contains_key(&m.guid)
-            && !(skip_create && !plan.dest_skip.is_empty() && plan.dest_skip.contains(&m.guid))
-        {
+        let kept_by_one_way_destination = skip_create && plan.dest_skip.contains(&m.guid);
+        if !wanted.contains_key(&m.guid) && !kept_by_one_way_destination {
             if m.name.is_inbox() && !matches!(mode, Mode::Backup { .. }) {
                 continue;
             }
@@ -451,10 +460,10 @@ fn apply_tree(
     // Renames: first out of the way of each other, then into place.
     let mut moving = Vec::new();
     for m in store.mailboxes() {
-        if let Some(b) = wanted.get(&m.guid) {
-            if b.name != m.name {
-                moving.push((m.guid, m.name.clone(), b.name.clone()));
-            }
+        if let Some(b) = wanted.get(&m.guid)
+            && b.name != m.name
+        {
+            moving.push((m.guid, m.name.clone(), b.name.clone()));
         }
     }
     let taken =
@@ -476,10 +485,10 @@ fn apply_tree(
             .into_iter()
             .find(|m| m.guid == *guid)
             .map(|m| m.name);
-        if at.as_ref().is_some_and(|n| n != to) {
-            if let Err(e) = store.rename_mailbox(*guid, to) {
-                record_error(outcome, e);
-            }
+        if at.as_ref().is_some_and(|n| n != to)
+            && let Err(e) = store.rename_mailbox(*guid, to)
+        {
+            record_error(outcome, e);
         }
     }
     let have: Vec<_> = store.mailboxes();
@@ -500,12 +509,11 @@ fn apply_tree(
         }
     }
     for b in &plan.boxes {
-        if let Some(m) = store.mailboxes().into_iter().find(|m| m.guid == b.guid) {
-            if m.subscribed != b.subscribed {
-                if let Err(e) = store.set_subscribed(&b.name, b.subscribed) {
-                    record_error(outcome, e);
-                }
-            }
+        if let Some(m) = store.mailboxes().into_iter().find(|m| m.guid == b.guid)
+            && m.subscribed != b.subscribed
+            && let Err(e) = store.set_subscribed(&b.name, b.subscribed)
+        {
+            record_error(outcome, e);
         }
     }
 }
@@ -531,6 +539,9 @@ fn mailbox_record(store: &dyn Store, guid: Guid128) -> MailboxRecord {
         },
     }
 }
+
+/// A message as this side holds it: GUID, flags, keywords, flags of the last sync.
+type LocalMessage = (String, Flags, Keywords, Option<(Flags, Keywords)>);
 
 fn matches_state(b: &MailboxRecord, s: &MailboxState) -> bool {
     b.uid_validity == s.last_uidvalidity
@@ -790,7 +801,7 @@ fn sync_mailbox(
             || mine.uid_validity != uidvalidity
             || mine.uid_next != plan.uidnext
             || mine.highest_modseq != new_h);
-    let local: HashMap<Uid, (String, Flags, Keywords, Option<(Flags, Keywords)>)> = store
+    let local: HashMap<Uid, LocalMessage> = store
         .messages(guid)?
         .iter()
         .map(|m| {
@@ -848,6 +859,15 @@ fn sync_mailbox(
         if received_mail != wanted.len() {
             outcome.changed_during_sync = true;
         }
+        // A writer sets flags before it renumbers, and records bases after: the flags of a
+        // renumbered message go to its old UID, its base to its new one.
+        let moved_from: HashMap<Uid, Uid> = my_actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Move { from, to } => Some((*to, *from)),
+                _ => None,
+            })
+            .collect();
         for a in my_actions {
             match a {
                 Action::Expunge { uid, guid: g } => {
@@ -861,9 +881,10 @@ fn sync_mailbox(
                     flags,
                     keywords,
                 } => {
-                    if let Some(l) = local.get(uid).filter(|l| l.0 == *g) {
+                    let at = moved_from.get(uid).copied().unwrap_or(*uid);
+                    if let Some(l) = local.get(&at).filter(|l| l.0 == *g) {
                         if l.1 != *flags || l.2 != *keywords {
-                            writer.set_flags(*uid, *flags, keywords.clone());
+                            writer.set_flags(at, *flags, keywords.clone());
                         }
                         if l.3.as_ref() != Some(&(*flags, keywords.clone())) {
                             writer.set_base(*uid, *flags, keywords.clone());
@@ -871,10 +892,10 @@ fn sync_mailbox(
                     }
                 }
                 Action::RevertFlags { uid } => {
-                    if let Some((_, f, k, Some(base))) = local.get(uid) {
-                        if (*f, k) != (base.0, &base.1) {
-                            writer.set_flags(*uid, base.0, base.1.clone());
-                        }
+                    if let Some((_, f, k, Some(base))) = local.get(uid)
+                        && (*f, k) != (base.0, &base.1)
+                    {
+                        writer.set_flags(*uid, base.0, base.1.clone());
                     }
                 }
                 Action::Move { from, to } => writer.move_uid(*from, *to),

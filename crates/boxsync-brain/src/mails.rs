@@ -83,17 +83,14 @@ impl MailboxPlan {
 /// The merged flags of a message both sides have.
 pub fn merge_flags(m: &MailChange, s: &MailChange) -> (Flags, Keywords) {
     let pick = |in_m: bool, in_s: bool, changed_m: bool, changed_s: bool| -> bool {
-        if in_m == in_s {
-            in_m
-        } else if changed_m && !changed_s {
-            in_m
-        } else if changed_s && !changed_m {
-            in_s
-        } else if s.modseq > m.modseq {
-            in_s
+        // Agreement, or a flag only one side changed since the last sync, decides; otherwise
+        // the higher modseq, and the master on a tie.
+        let take_s = if in_m == in_s || (changed_m && !changed_s) {
+            false
         } else {
-            in_m
-        }
+            (changed_s && !changed_m) || s.modseq > m.modseq
+        };
+        if take_s { in_s } else { in_m }
     };
     let mut flags = Flags::EMPTY;
     for (f, _) in Flags::NAMES {
@@ -298,7 +295,9 @@ fn plan_merge(m: &SideChanges, s: &SideChanges, source: Option<usize>, lcu: Uid)
                             keywords,
                         });
                     }
-                } else if !(sides[y].expunges.contains_key(&uid)) {
+                } else if sides[y].expunges.get(&uid).is_none_or(|g| *g != c.guid) {
+                    // An expunge of another mail under this UID (a backup lowered UIDNEXT
+                    // and the UID was given again) does not concern this one.
                     new[x].push(c);
                 }
             }
@@ -315,28 +314,28 @@ fn plan_merge(m: &SideChanges, s: &SideChanges, source: Option<usize>, lcu: Uid)
     let mut next = m.uidnext.max(s.uidnext);
     let mut top = next;
     for (i, c) in new[0].iter().enumerate() {
-        if let Some(&j) = linked.get(c.guid.as_str()) {
-            if !used[1][j] {
-                used[0][i] = true;
-                used[1][j] = true;
-                let other = new[1][j];
-                let (flags, keywords) = merge_flags(c, other);
-                if source.is_none() {
-                    let to = next;
-                    next += 1;
-                    p.actions[0].push(Action::Move { from: c.uid, to });
-                    p.actions[1].push(Action::Move {
-                        from: other.uid,
-                        to,
+        if let Some(&j) = linked.get(c.guid.as_str())
+            && !used[1][j]
+        {
+            used[0][i] = true;
+            used[1][j] = true;
+            let other = new[1][j];
+            let (flags, keywords) = merge_flags(c, other);
+            if source.is_none() {
+                let to = next;
+                next += 1;
+                p.actions[0].push(Action::Move { from: c.uid, to });
+                p.actions[1].push(Action::Move {
+                    from: other.uid,
+                    to,
+                });
+                for x in 0..2 {
+                    p.actions[x].push(Action::SetFlags {
+                        uid: to,
+                        guid: c.guid.clone(),
+                        flags,
+                        keywords: keywords.clone(),
                     });
-                    for x in 0..2 {
-                        p.actions[x].push(Action::SetFlags {
-                            uid: to,
-                            guid: c.guid.clone(),
-                            flags,
-                            keywords: keywords.clone(),
-                        });
-                    }
                 }
             }
         }

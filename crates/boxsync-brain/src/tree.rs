@@ -123,14 +123,14 @@ fn plan_merge(master: &TreeSide, slave: &TreeSide, mode: Mode) -> TreePlan {
             if here[x].is_some() {
                 continue;
             }
-            if let (Some(ts), Some(node)) = (tombstone(sides[x], guid), here[y]) {
-                if ts >= node.last_renamed_or_created {
-                    if source == Some(y) {
-                        // One-way: the source keeps it; the destination's deletion stays its own.
-                        plan.dest_skip.insert(guid);
-                    } else {
-                        deleted = true;
-                    }
+            if let (Some(ts), Some(node)) = (tombstone(sides[x], guid), here[y])
+                && ts >= node.last_renamed_or_created
+            {
+                if source == Some(y) {
+                    // One-way: the source keeps it; the destination's deletion stays its own.
+                    plan.dest_skip.insert(guid);
+                } else {
+                    deleted = true;
                 }
             }
         }
@@ -192,16 +192,16 @@ fn plan_merge(master: &TreeSide, slave: &TreeSide, mode: Mode) -> TreePlan {
             .filter(|&i| alive[i].4 == Some(1))
             .collect();
         if let (Some(&a), Some(&b)) = (m_only.first(), s_only.first()) {
-            let (keep, lose) = if alive[a].0 > alive[b].0 {
-                (a, b)
-            } else {
-                (b, a)
+            // A one-way destination always adopts the source's GUID (dsync's backup-recv
+            // rule): the source cannot change, and leaving both would rename one INBOX.
+            let keep_a = match source {
+                Some(src) => alive[a].4 == Some(src),
+                None => alive[a].0 > alive[b].0,
             };
-            if source != alive[lose].4 {
-                plan.guid_merges.push((alive[lose].0, alive[keep].0));
-                merged_away.insert(lose);
-                idx.retain(|&i| i != lose);
-            }
+            let (keep, lose) = if keep_a { (a, b) } else { (b, a) };
+            plan.guid_merges.push((alive[lose].0, alive[keep].0));
+            merged_away.insert(lose);
+            idx.retain(|&i| i != lose);
         }
         // Whoever had the name first keeps it.
         idx.sort_by_key(|&i| (alive[i].3, alive[i].0));

@@ -17,7 +17,7 @@ use boxsync_proto::MailBody;
 use format::mailbox_log::{self, LogKind, LogRecord};
 use format::subscriptions::Subscriptions;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// How long to wait for another program's `dovecot-uidlist.lock`.
@@ -194,6 +194,8 @@ impl MaildirStore {
 struct MaildirBody {
     dir: PathBuf,
     file: String,
+    /// `dir/file`, for a kernel-side copy.
+    path: PathBuf,
     size: Option<u64>,
 }
 
@@ -218,6 +220,10 @@ impl MailBody for MaildirBody {
             }
             Err(e) => Err(e),
         }
+    }
+
+    fn local_path(&self) -> Option<&Path> {
+        Some(&self.path)
     }
 
     fn received(&self) -> Option<i64> {
@@ -329,6 +335,7 @@ impl Store for MaildirStore {
         Ok(Box::new(MaildirBody {
             dir: f.dir.clone(),
             file: file.clone(),
+            path: f.dir.join(file),
             size,
         }))
     }

@@ -74,12 +74,11 @@ fn walk_fs(
             continue;
         };
         prefix.push(part);
-        if entry.path().join("cur").is_dir() {
-            if let Ok(n) = MailboxName::from_parts(prefix.clone()) {
-                if !n.is_inbox() {
-                    out.push((n, entry.path()));
-                }
-            }
+        if entry.path().join("cur").is_dir()
+            && let Ok(n) = MailboxName::from_parts(prefix.clone())
+            && !n.is_inbox()
+        {
+            out.push((n, entry.path()));
         }
         walk_fs(&entry.path(), prefix, out)?;
         prefix.pop();
@@ -232,26 +231,26 @@ pub(crate) fn scan_folder(
     // Taken before anything is read: a change made while we read moves an mtime past it.
     let scan_time = now_ns();
     let (sig, newest) = signature(dir);
-    if let Some(guid) = read_uidlist_guid(dir) {
-        if let Some(row) = index.mailbox(guid)? {
-            if !row.scan_signature.is_empty() && row.scan_signature == sig {
-                return Ok((
-                    Folder {
-                        name: name.clone(),
-                        dir: dir.to_path_buf(),
-                        uidvalidity: row.uidvalidity,
-                        uidnext: row.uidnext,
-                        highest_modseq: row.highest_modseq,
-                        count: row.messages,
-                        digest: row.digest,
-                        loaded: false,
-                        messages: Vec::new(),
-                        files: BTreeMap::new(),
-                    },
-                    guid,
-                ));
-            }
-        }
+    if let Some(guid) = read_uidlist_guid(dir)
+        && let Some(row) = index.mailbox(guid)?
+        && !row.scan_signature.is_empty()
+        && row.scan_signature == sig
+    {
+        return Ok((
+            Folder {
+                name: name.clone(),
+                dir: dir.to_path_buf(),
+                uidvalidity: row.uidvalidity,
+                uidnext: row.uidnext,
+                highest_modseq: row.highest_modseq,
+                count: row.messages,
+                digest: row.digest,
+                loaded: false,
+                messages: Vec::new(),
+                files: BTreeMap::new(),
+            },
+            guid,
+        ));
     }
     let mut list = read_uidlist(dir)?;
     let files = list_files(dir)?;

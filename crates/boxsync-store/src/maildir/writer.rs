@@ -115,6 +115,21 @@ fn mailbox_row(
     }
 }
 
+/// The base names of the files in `cur/` and `new/`.
+fn present_bases(dir: &Path) -> Result<std::collections::HashSet<String>> {
+    let mut out = std::collections::HashSet::new();
+    for sub in ["cur", "new"] {
+        let d = dir.join(sub);
+        for e in std::fs::read_dir(&d).ctx(|| format!("listing {}", d.display()))? {
+            let e = e.ctx(|| format!("listing {}", d.display()))?;
+            if let Some(name) = e.file_name().to_str() {
+                out.insert(split_info(name).0.to_owned());
+            }
+        }
+    }
+    Ok(out)
+}
+
 fn syncfs(dir: &Path) -> Result<()> {
     let f = std::fs::File::open(dir).ctx(|| format!("opening {}", dir.display()))?;
     use std::os::fd::AsRawFd;
@@ -208,15 +223,49 @@ impl<'a> Writer<'a> {
         }
         let lock = UidlistLock::acquire(&dir, LOCK_TIMEOUT)?;
         // Keyword letters must be on disk before any file name uses them.
-        let pending = std::mem::take(&mut self.pending);
+        let mut pending = std::mem::take(&mut self.pending);
+        // Mail arrives in the peer's UID order, not in the order of the UIDs it gets here;
+        // appending in UID order keeps a lower wanted UID from looking taken by another program.
+        pending.sort_by_key(|p| p.meta.uid);
         let mut infos = Vec::with_capacity(pending.len());
         for p in &pending {
             infos.push(self.info_for(p.meta.flags, &p.meta.keywords, ""));
         }
         self.write_keywords()?;
         let mut list = scan::reread_uidlist(&dir)?;
+        // A backup replaces a destination's own mail by the source's under the same UID:
+        // expunge the old one first, or the new one would have to move aside.
+        let reused: std::collections::HashSet<Uid> = pending.iter().map(|p| p.meta.uid).collect();
+        let (early, later): (Vec<Uid>, Vec<Uid>) = std::mem::take(&mut self.expunges)
+            .into_iter()
+            .partition(|u| reused.contains(u));
+        self.expunges = later;
+        let mut early_ops = Vec::new();
+        for uid in early {
+            self.expunge_now(uid, &dir, &mut list, &mut early_ops)?;
+        }
+        // The record of a file another program removed before our scan lingers until the
+        // next rewrite (Dovecot drops them lazily too); it holds no UID a backup may restore.
+        if list
+            .records
+            .iter()
+            .any(|r| reused.contains(&r.uid) && !self.folder.files.contains_key(&r.uid))
+        {
+            let present = present_bases(&dir)?;
+            let files = &self.folder.files;
+            list.records.retain(|r| {
+                !reused.contains(&r.uid) || files.contains_key(&r.uid) || present.contains(&r.base)
+            });
+        }
         let taken: std::collections::HashSet<Uid> = list.records.iter().map(|r| r.uid).collect();
         let tx = self.index.transaction()?;
+        for op in early_ops {
+            match op {
+                Op::Put(row) => tx.put_message(self.mailbox, &row)?,
+                Op::Delete(uid) => tx.delete_message(self.mailbox, uid)?,
+                Op::Expunged(row) => tx.add_expunged(self.mailbox, &row)?,
+            }
+        }
         for (p, info) in pending.into_iter().zip(infos) {
             let name = format!("{}:{}", p.base, info);
             let dest = dir.join("cur").join(&name);
@@ -295,6 +344,46 @@ impl<'a> Writer<'a> {
         Ok(())
     }
 
+    /// Removes the file of `uid` and its uidlist record; the index rows go into `ops`.
+    fn expunge_now(
+        &mut self,
+        uid: Uid,
+        dir: &Path,
+        list: &mut uidlist::Uidlist,
+        ops: &mut Vec<Op>,
+    ) -> Result<()> {
+        let Some(file) = self.folder.files.remove(&uid) else {
+            return Ok(());
+        };
+        match std::fs::remove_file(dir.join(&file)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.report.changed_during_sync = true
+            }
+            Err(e) => {
+                return Err(Error::io(
+                    format!("removing {}", dir.join(&file).display()),
+                    e,
+                ));
+            }
+        }
+        let base = split_info(file.rsplit('/').next().unwrap_or(&file))
+            .0
+            .to_owned();
+        list.records.retain(|r| !(r.uid == uid && r.base == base));
+        if let Ok(i) = self.folder.messages.binary_search_by_key(&uid, |m| m.uid) {
+            let m = self.folder.messages.remove(i);
+            ops.push(Op::Delete(uid));
+            ops.push(Op::Expunged(ExpungedRow {
+                uid,
+                guid: m.guid,
+                modseq: self.header.change_modseq,
+            }));
+        }
+        self.report.expunged += 1;
+        Ok(())
+    }
+
     fn finish_inner(&mut self) -> Result<WriteReport> {
         self.flush_saves()?;
         let dir = self.folder.dir.clone();
@@ -354,35 +443,7 @@ impl<'a> Writer<'a> {
         self.write_keywords()?;
 
         for uid in std::mem::take(&mut self.expunges) {
-            let Some(file) = self.folder.files.remove(&uid) else {
-                continue;
-            };
-            match std::fs::remove_file(dir.join(&file)) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    self.report.changed_during_sync = true
-                }
-                Err(e) => {
-                    return Err(Error::io(
-                        format!("removing {}", dir.join(&file).display()),
-                        e,
-                    ));
-                }
-            }
-            let base = split_info(file.rsplit('/').next().unwrap_or(&file))
-                .0
-                .to_owned();
-            list.records.retain(|r| !(r.uid == uid && r.base == base));
-            if let Ok(i) = self.folder.messages.binary_search_by_key(&uid, |m| m.uid) {
-                let m = self.folder.messages.remove(i);
-                ops.push(Op::Delete(uid));
-                ops.push(Op::Expunged(ExpungedRow {
-                    uid,
-                    guid: m.guid,
-                    modseq,
-                }));
-            }
-            self.report.expunged += 1;
+            self.expunge_now(uid, &dir, &mut list, &mut ops)?;
         }
 
         // Renumbering: take every moved record out first, so that swaps cannot collide.
@@ -507,7 +568,22 @@ impl MailboxWriter for Writer<'_> {
             &hostname(),
         );
         let tmp = tmp_dir.join(&fresh);
-        let (size, vsize) = copy_body(body, &tmp).map_err(|e| {
+        // A Dovecot-named local file states its sizes: let the kernel copy it.
+        let kernel_copy = match (body.local_path(), filename::base_sizes(&meta.guid)) {
+            (Some(path), (Some(size), Some(vsize))) => match std::fs::copy(path, &tmp) {
+                Ok(n) if n == size => Some((size, vsize)),
+                _ => {
+                    let _ = std::fs::remove_file(&tmp);
+                    None
+                }
+            },
+            _ => None,
+        };
+        let copied = match kernel_copy {
+            Some(sizes) => Ok(sizes),
+            None => copy_body(body, &tmp),
+        };
+        let (size, vsize) = copied.map_err(|e| {
             let _ = std::fs::remove_file(&tmp);
             Error::io(
                 format!("saving UID {} into {}", meta.uid, tmp_dir.display()),

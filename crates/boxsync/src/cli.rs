@@ -102,6 +102,8 @@ pub fn main() -> i32 {
                 .unwrap_or_else(|_| level.into()),
         )
         .with_writer(std::io::stderr)
+        // No colour codes in logs and pipes.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .without_time()
         .init();
@@ -177,8 +179,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
     };
     // A missing source is an error, never an empty store to mirror.
     let must_exist = |role: Role| !matches!(mode, Mode::TwoWay) && role == source;
-    let mut local = MaildirStore::open(&local_loc, !must_exist(Role::Master), global.fsync)?;
-    let mut dest = MaildirStore::open(&dest_loc, !must_exist(Role::Slave), global.fsync)?;
+    // The source first: when it is missing, the destination must not have been created.
+    let (mut local, mut dest) = if must_exist(Role::Slave) {
+        let dest = MaildirStore::open(&dest_loc, false, global.fsync)?;
+        let local = MaildirStore::open(&local_loc, true, global.fsync)?;
+        (local, dest)
+    } else {
+        let local = MaildirStore::open(&local_loc, !must_exist(Role::Master), global.fsync)?;
+        let dest = MaildirStore::open(&dest_loc, true, global.fsync)?;
+        (local, dest)
+    };
 
     let mut sync_type = if common.full {
         SyncType::Full

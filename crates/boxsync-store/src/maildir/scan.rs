@@ -253,7 +253,7 @@ pub(crate) fn scan_folder(
         ));
     }
     let mut list = read_uidlist(dir)?;
-    let files = list_files(dir)?;
+    let mut files = list_files(dir)?;
     let unknown_files = match &list {
         Some(l) => {
             let known: std::collections::HashSet<&str> =
@@ -263,7 +263,9 @@ pub(crate) fn scan_folder(
         None => true,
     };
     if list.as_ref().is_none_or(|l| l.mailbox_guid.is_none()) || unknown_files {
-        list = Some(assign_uids(dir, fsync)?);
+        let (assigned, listed) = assign_uids(dir, fsync)?;
+        list = Some(assigned);
+        files = listed;
     }
     let list = list.ok_or_else(|| Error::data(format!("{}: no uidlist", dir.display())))?;
     let guid = list.mailbox_guid.ok_or_else(|| {
@@ -272,7 +274,6 @@ pub(crate) fn scan_folder(
             dir.join(UIDLIST).display()
         ))
     })?;
-    let files = list_files(dir)?;
     let keywords = read_keywords(dir)?;
 
     let row = index.mailbox(guid)?;
@@ -408,7 +409,7 @@ pub(crate) fn scan_folder(
 
 /// Gives UIDs to files no uidlist names yet (mail an MDA delivered), and a GUID to a folder
 /// that has none, under the uidlist lock, as Dovecot would on its next look.
-fn assign_uids(dir: &Path, fsync: bool) -> Result<Uidlist> {
+fn assign_uids(dir: &Path, fsync: bool) -> Result<(Uidlist, HashMap<String, String>)> {
     let _lock = UidlistLock::acquire(dir, LOCK_TIMEOUT)?;
     let mut list = read_uidlist(dir)?.unwrap_or_else(|| Uidlist {
         uidvalidity: uidvalidity_now(),
@@ -441,7 +442,7 @@ fn assign_uids(dir: &Path, fsync: bool) -> Result<Uidlist> {
         list.records.retain(|r| files.contains_key(&r.base));
         uidlist::write_atomic(dir, &list, fsync)?;
     }
-    Ok(list)
+    Ok((list, files))
 }
 
 /// Creates a new, empty folder with the given GUID and UIDVALIDITY.

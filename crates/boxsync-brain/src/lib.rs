@@ -665,13 +665,20 @@ fn sync_mailbox(
         );
     }
 
-    // C: both lists.
+    // C: both lists. A stateful backup's source reads the destination's list first: mail the
+    // destination lost since the last sync is unchanged on the source, so not in its list,
+    // and the source adds it (with its flags) for the destination to take again.
     store.load(guid)?;
-    let my_changes = export_changes(store, guid, since)?;
-    for c in &my_changes {
-        link.send(Record::Change(c.clone()))?;
+    let lcu = since.map_or(0, |s| s.last_common_uid);
+    let source_first =
+        since.is_some() && matches!(settings.mode, Mode::Backup { source } if source == role);
+    let mut my_changes = export_changes(store, guid, since)?;
+    if !source_first {
+        for c in &my_changes {
+            link.send(Record::Change(c.clone()))?;
+        }
+        link.send(Record::End)?;
     }
-    link.send(Record::End)?;
     let mut their_changes = Vec::new();
     loop {
         match link.recv()? {
@@ -680,19 +687,54 @@ fn sync_mailbox(
             r => return Err(protocol(format!("expected change, got {}", r.letter()))),
         }
     }
+    if source_first {
+        let lost: std::collections::HashSet<Uid> = their_changes
+            .iter()
+            .filter(|c| c.change_type == ChangeType::Expunge && c.uid <= lcu)
+            .map(|c| c.uid)
+            .collect();
+        let listed: std::collections::HashSet<Uid> = my_changes
+            .iter()
+            .filter(|c| c.change_type != ChangeType::Expunge)
+            .map(|c| c.uid)
+            .collect();
+        for m in store.messages(guid)? {
+            if lost.contains(&m.uid) && !listed.contains(&m.uid) {
+                my_changes.push(mails::change_record(
+                    m.uid,
+                    &m.guid,
+                    m.flags,
+                    &m.keywords,
+                    m.modseq,
+                    m.base.as_ref(),
+                ));
+            }
+        }
+        for c in &my_changes {
+            link.send(Record::Change(c.clone()))?;
+        }
+        link.send(Record::End)?;
+    }
     let mine_side = SideChanges::new(my_changes, mine.uid_next);
     let theirs_b = if role == Role::Master {
         slave_b
     } else {
         master_b
     };
+    let their_flags: HashMap<Uid, (Flags, Keywords)> = their_changes
+        .iter()
+        .filter(|c| c.change_type != ChangeType::Expunge)
+        .map(|c| {
+            let kws = c.final_keywords().map(str::to_owned).collect();
+            (c.uid, (c.final_flags, kws))
+        })
+        .collect();
     let theirs_side = SideChanges::new(their_changes, theirs_b.uid_next);
     let (ms, ss) = if role == Role::Master {
         (&mine_side, &theirs_side)
     } else {
         (&theirs_side, &mine_side)
     };
-    let lcu = since.map_or(0, |s| s.last_common_uid);
     let plan = mails::plan(ms, ss, settings.mode, lcu);
     let my_actions = &plan.actions[role.index()];
 
@@ -886,8 +928,15 @@ fn sync_mailbox(
                         if l.1 != *flags || l.2 != *keywords {
                             writer.set_flags(at, *flags, keywords.clone());
                         }
-                        if l.3.as_ref() != Some(&(*flags, keywords.clone())) {
-                            writer.set_base(*uid, *flags, keywords.clone());
+                        // A -1 source keeps its old base, so a destination's base is what
+                        // the source has: then next time only what the destination changed
+                        // since counts as its change, and the merge comes out the same.
+                        let base = match (settings.mode, their_flags.get(uid)) {
+                            (Mode::OneWay { .. }, Some(theirs)) => theirs.clone(),
+                            _ => (*flags, keywords.clone()),
+                        };
+                        if l.3.as_ref() != Some(&base) {
+                            writer.set_base(*uid, base.0, base.1);
                         }
                     }
                 }

@@ -185,7 +185,7 @@ fn plan_backup(src: &SideChanges, dst: &SideChanges, lcu: Uid) -> Vec<Action> {
                     keywords,
                 });
             }
-            None if uid <= lcu => {
+            None if uid <= lcu && !dst.expunges.contains_key(&uid) => {
                 // Unchanged on the destination since the last sync: it has the message.
                 out.push(Action::SetFlags {
                     uid,
@@ -216,20 +216,8 @@ fn plan_backup(src: &SideChanges, dst: &SideChanges, lcu: Uid) -> Vec<Action> {
             });
         }
     }
-    if lcu > 0 {
-        // The destination lost mail the source still has: ask for it again.
-        for (&uid, guid) in &dst.expunges {
-            if uid <= lcu && !src.saves.contains_key(&uid) && !src.expunges.contains_key(&uid) {
-                out.push(Action::Save {
-                    uid,
-                    from: uid,
-                    guid: guid.clone(),
-                    flags: Flags::EMPTY,
-                    keywords: Keywords::new(),
-                });
-            }
-        }
-    }
+    // Mail the destination lost since the last sync is in the source's list even when the
+    // source did not change it (see `sync_mailbox`), and so is saved again above.
     out
 }
 
@@ -246,7 +234,7 @@ fn plan_merge(m: &SideChanges, s: &SideChanges, source: Option<usize>, lcu: Uid)
                 continue;
             }
             gone[y].insert(uid);
-            if writable(y) {
+            if false && writable(y) {
                 p.actions[y].push(Action::Expunge {
                     uid,
                     guid: guid.clone(),

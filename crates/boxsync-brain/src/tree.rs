@@ -171,7 +171,11 @@ fn plan_merge(master: &TreeSide, slave: &TreeSide, mode: Mode) -> TreePlan {
     // Name clashes.
     let mut by_name: BTreeMap<MailboxName, Vec<usize>> = BTreeMap::new();
     for (i, a) in alive.iter().enumerate() {
-        by_name.entry(a.1.clone()).or_default().push(i);
+        // A mailbox the -1 destination deleted stays only on the source: it takes no name
+        // there, so a new one of that name at the destination is another mailbox.
+        if !plan.dest_skip.contains(&a.0) {
+            by_name.entry(a.1.clone()).or_default().push(i);
+        }
     }
     let mut merged_away = BTreeSet::new();
     let mut renames: BTreeMap<usize, MailboxName> = BTreeMap::new();

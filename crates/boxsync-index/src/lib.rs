@@ -334,6 +334,13 @@ impl Transaction<'_> {
                 ])
             })
             .map_err(self.err())?;
+        // A UID that holds a message is not expunged. Only a backup gives a UID again (its
+        // destination follows the source's UIDNEXT down); a journal entry left behind would
+        // expunge the restored mail on the peer, or ask the source for a mail it never had.
+        self.tx
+            .prepare_cached("DELETE FROM expunged WHERE mailbox = ?1 AND uid = ?2")
+            .and_then(|mut s| s.execute(params![mailbox.to_string(), m.uid]))
+            .map_err(self.err())?;
         Ok(())
     }
 

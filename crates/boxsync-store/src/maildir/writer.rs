@@ -49,6 +49,9 @@ pub(crate) struct Writer<'a> {
     keywords: KeywordsFile,
     pending: Vec<PendingSave>,
     pending_bytes: u64,
+    /// The next UID as of our scan and our own saves: UIDs from here up to the uidlist's
+    /// next UID were handed out by another program meanwhile.
+    known_next: Uid,
     expunges: Vec<Uid>,
     flag_sets: BTreeMap<Uid, (Flags, Keywords)>,
     moves: Vec<(Uid, Uid)>,
@@ -158,6 +161,7 @@ impl<'a> Writer<'a> {
         header: HeaderUpdate,
     ) -> Result<Writer<'a>> {
         let keywords = scan::read_keywords(&folder.dir)?;
+        let known_next = folder.uidnext;
         Ok(Writer {
             index,
             mailbox,
@@ -167,6 +171,7 @@ impl<'a> Writer<'a> {
             keywords,
             pending: Vec::new(),
             pending_bytes: 0,
+            known_next,
             expunges: Vec::new(),
             flag_sets: BTreeMap::new(),
             moves: Vec::new(),
@@ -245,17 +250,21 @@ impl<'a> Writer<'a> {
             self.expunge_now(uid, &dir, &mut list, &mut early_ops)?;
         }
         // The record of a file another program removed before our scan lingers until the
-        // next rewrite (Dovecot drops them lazily too); it holds no UID a backup may restore.
-        if list
-            .records
-            .iter()
-            .any(|r| reused.contains(&r.uid) && !self.folder.files.contains_key(&r.uid))
+        // next rewrite (Dovecot drops them lazily too): it holds no UID a backup may restore,
+        // and no name that a copy of the same mail may take again.
         {
-            let present = present_bases(&dir)?;
+            let bases: std::collections::HashSet<&str> =
+                pending.iter().map(|p| p.base.as_str()).collect();
             let files = &self.folder.files;
-            list.records.retain(|r| {
-                !reused.contains(&r.uid) || files.contains_key(&r.uid) || present.contains(&r.base)
-            });
+            let stale = |r: &UidlistRecord| {
+                !files.contains_key(&r.uid)
+                    && (reused.contains(&r.uid) || bases.contains(r.base.as_str()))
+            };
+            if list.records.iter().any(stale) {
+                let present = present_bases(&dir)?;
+                list.records
+                    .retain(|r| !stale(r) || present.contains(&r.base));
+            }
         }
         let taken: std::collections::HashSet<Uid> = list.records.iter().map(|r| r.uid).collect();
         let tx = self.index.transaction()?;
@@ -272,10 +281,7 @@ impl<'a> Writer<'a> {
             std::fs::rename(&p.tmp, &dest)
                 .ctx(|| format!("moving {} into cur/", p.tmp.display()))?;
             let mut uid = p.meta.uid;
-            if taken.contains(&uid)
-                || uid < list.records.last().map_or(0, |r| r.uid)
-                    && self.header.uidnext > list.next_uid
-            {
+            if taken.contains(&uid) || (uid >= self.known_next && uid < list.next_uid) {
                 // Another program took the UID meanwhile: keep the mail, under a new UID.
                 uid = list.next_uid.max(self.header.uidnext);
                 self.header.uidnext = uid + 1;
@@ -341,6 +347,7 @@ impl<'a> Writer<'a> {
         tx.commit()?;
         drop(lock);
         self.pending_bytes = 0;
+        self.known_next = list.next_uid;
         Ok(())
     }
 
@@ -389,6 +396,18 @@ impl<'a> Writer<'a> {
         let dir = self.folder.dir.clone();
         let lock = UidlistLock::acquire(&dir, LOCK_TIMEOUT)?;
         let mut list = scan::reread_uidlist(&dir)?;
+        // Records of files removed by another program go while rewriting anyway, as in
+        // assign_uids: above the agreed UIDNEXT they would look like mail that just arrived.
+        if list
+            .records
+            .iter()
+            .any(|r| !self.folder.files.contains_key(&r.uid))
+        {
+            let present = present_bases(&dir)?;
+            let files = &self.folder.files;
+            list.records
+                .retain(|r| files.contains_key(&r.uid) || present.contains(&r.base));
+        }
         let mut ops: Vec<Op> = Vec::new();
         let modseq = self.header.change_modseq;
 

@@ -74,11 +74,12 @@ fn walk_fs(
             continue;
         };
         prefix.push(part);
-        if entry.path().join("cur").is_dir()
-            && let Ok(n) = MailboxName::from_parts(prefix.clone())
-            && !n.is_inbox()
-        {
-            out.push((n, entry.path()));
+        if entry.path().join("cur").is_dir() {
+            match MailboxName::from_parts(prefix.clone()) {
+                Ok(n) if n.is_inbox() => {}
+                Ok(n) => out.push((n, entry.path())),
+                Err(e) => tracing::warn!("ignoring folder {:?}: {e}", entry.path()),
+            }
         }
         walk_fs(&entry.path(), prefix, out)?;
         prefix.pop();

@@ -49,7 +49,9 @@ impl DotLock {
                 .mode(mode)
                 .open(path)
             {
-                Ok(file) => {
+                Ok(mut file) => {
+                    // Dovecot's content: who holds it, so that a dead holder is seen at once.
+                    let _ = write!(file, "{}:{}", std::process::id(), hostname());
                     return Ok(DotLock {
                         path: path.to_path_buf(),
                         file,
@@ -122,9 +124,37 @@ impl Drop for DotLock {
     }
 }
 
+/// This machine's name, as Dovecot writes it into lock files and file names.
+pub(crate) fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into buf.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "localhost".to_owned();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+/// Whether a lock file names a process of this machine that no longer runs (a killed sync).
+fn holder_is_dead(path: &Path) -> bool {
+    let Ok(text) = fs::read_to_string(path) else { return false };
+    let Some((pid, host)) = text.trim().split_once(':') else { return false };
+    let Ok(pid) = pid.parse::<i32>() else { return false };
+    if host != hostname() || pid <= 0 {
+        return false;
+    }
+    // SAFETY: signal 0 only checks that the process exists.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+}
+
 /// Whether the lock file at `path` is old enough to break. A file that vanished in between
 /// counts as stale, so that the caller retries at once.
 fn lock_is_stale(path: &Path) -> Result<bool> {
+    if holder_is_dead(path) {
+        return Ok(true);
+    }
     let modified = match fs::metadata(path).and_then(|m| m.modified()) {
         Ok(t) => t,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(true),

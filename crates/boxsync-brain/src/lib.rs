@@ -9,7 +9,7 @@ pub mod tree;
 
 use boxsync_model::{Error, ExitCode, Flags, Guid128, Keywords, MailboxName, Modseq, Result, Uid};
 use boxsync_proto::{
-    ChangeType, Deletes, Existence, Finish, Handshake, Mail, MailChange, MailRequest,
+    ChangeType, Deletes, Existence, Finish, Handshake, Mail, MailBody, MailChange, MailRequest,
     MailboxRecord, MailboxState, Record, SyncType, TreeNode,
 };
 use boxsync_store::{HeaderUpdate, Store};
@@ -68,6 +68,8 @@ pub struct Outcome {
     pub flag_changes: u64,
     pub bytes: u64,
     pub changed_during_sync: bool,
+    /// The failure the other side reported in its finish record.
+    pub remote_error: Option<String>,
 }
 
 impl Outcome {
@@ -120,8 +122,9 @@ pub fn sync_local(
         let slave_result = slave_thread
             .join()
             .map_err(|_| Error::temp("the slave brain panicked"))?;
-        let mut outcome = master_result?;
+        // When the slave failed, its own error is the cause; the master only saw the echo.
         let slave_outcome = slave_result?;
+        let mut outcome = master_result?;
         outcome.errors.extend(slave_outcome.errors);
         if let Some(code) = slave_outcome.exit {
             outcome.exit = Some(outcome.exit.unwrap_or(ExitCode::Ok).worst(code));
@@ -133,6 +136,104 @@ pub fn sync_local(
         outcome.bytes += slave_outcome.bytes;
         Ok(outcome)
     })
+}
+
+/// A body that remembers whether reading it failed, to tell an unreadable message (skip it)
+/// from a failing destination (stop).
+struct WatchedBody {
+    inner: Box<dyn MailBody>,
+    failed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+struct WatchedReader {
+    inner: Box<dyn std::io::Read + Send>,
+    failed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl WatchedBody {
+    fn new(inner: Box<dyn MailBody>) -> WatchedBody {
+        WatchedBody {
+            inner,
+            failed: Default::default(),
+        }
+    }
+
+    fn read_failed(&self) -> bool {
+        self.failed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl MailBody for WatchedBody {
+    fn open(&self) -> std::io::Result<Box<dyn std::io::Read + Send>> {
+        match self.inner.open() {
+            Ok(inner) => Ok(Box::new(WatchedReader {
+                inner,
+                failed: self.failed.clone(),
+            })),
+            Err(e) => {
+                self.failed
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                Err(e)
+            }
+        }
+    }
+
+    fn local_path(&self) -> Option<&std::path::Path> {
+        self.inner.local_path()
+    }
+
+    fn received(&self) -> Option<i64> {
+        self.inner.received()
+    }
+
+    fn size(&self) -> Option<u64> {
+        self.inner.size()
+    }
+}
+
+impl std::io::Read for WatchedReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let r = self.inner.read(buf);
+        if r.is_err() {
+            self.failed
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+/// The error for a record that should not come now. A finish record in the middle carries
+/// the other side's failure, which is the one worth reporting.
+fn unexpected(r: Record, expected: &str) -> Error {
+    match r {
+        Record::Finish(f) => remote_failure(&f),
+        r => protocol(format!("expected {expected}, got {}", r.letter())),
+    }
+}
+
+/// Dovecot's `enum mail_error` numbers carry the exit code across the link.
+fn mail_error_of(code: ExitCode) -> u32 {
+    match code {
+        ExitCode::Ok | ExitCode::Changed => 0,
+        ExitCode::TempFail => 1,
+        ExitCode::NoPerm => 5,
+        ExitCode::NotFound => 7,
+        ExitCode::DataErr => 12,
+        _ => 3,
+    }
+}
+
+fn remote_failure(f: &Finish) -> Error {
+    let msg = format!(
+        "the other side failed: {}",
+        f.error.as_deref().unwrap_or("no reason given")
+    );
+    match f.mail_error {
+        5 => Error::Permission(msg),
+        7 => Error::NotFound(msg),
+        3 | 4 | 8 | 11 | 12 | 13 => Error::Data(msg),
+        _ => Error::Temp(msg),
+    }
 }
 
 fn protocol(msg: String) -> Error {
@@ -152,7 +253,7 @@ pub fn run(
         // Tell a waiting peer, so it ends instead of hanging.
         let _ = link.send(Record::Finish(Finish {
             error: Some(e.to_string()),
-            mail_error: 1,
+            mail_error: mail_error_of(e.exit_code()),
             require_full_resync: false,
         }));
         return Err(e);
@@ -222,8 +323,7 @@ fn run_inner(
             link.send(Record::Handshake(handshake_of(&s)))?;
             match link.recv()? {
                 Record::Handshake(_) => s,
-                Record::Finish(f) => return Err(Error::temp(f.error.unwrap_or_default())),
-                r => return Err(protocol(format!("expected handshake, got {}", r.letter()))),
+                r => return Err(unexpected(r, "handshake")),
             }
         }
         _ => {
@@ -238,7 +338,7 @@ fn run_inner(
             }))?;
             match link.recv()? {
                 Record::Handshake(h) => settings_of(&h),
-                r => return Err(protocol(format!("expected handshake, got {}", r.letter()))),
+                r => return Err(unexpected(r, "handshake")),
             }
         }
     };
@@ -259,7 +359,7 @@ fn run_inner(
                         states.insert(s.mailbox_guid, s);
                     }
                     Record::End => break,
-                    r => return Err(protocol(format!("expected state, got {}", r.letter()))),
+                    r => return Err(unexpected(r, "state")),
                 }
             }
         }
@@ -290,12 +390,12 @@ fn run_inner(
                 theirs.nodes.push(n)
             }
             Record::End => break,
-            r => return Err(protocol(format!("expected tree node, got {}", r.letter()))),
+            r => return Err(unexpected(r, "tree node")),
         }
     }
     match link.recv()? {
         Record::Deletes(d) => theirs.deletes = d,
-        r => return Err(protocol(format!("expected deletes, got {}", r.letter()))),
+        r => return Err(unexpected(r, "deletes")),
     }
     let (master_tree, slave_tree) = if role == Role::Master {
         (&mine, &theirs)
@@ -303,7 +403,7 @@ fn run_inner(
         (&theirs, &mine)
     };
     let plan = tree::plan(master_tree, slave_tree, settings.mode);
-    apply_tree(role, store, &plan, settings.mode, outcome);
+    apply_tree(role, store, &plan, &settings, outcome);
 
     // Mailboxes, in the master's order.
     let protected = match settings.mode {
@@ -330,12 +430,7 @@ fn run_inner(
             link.send(Record::Mailbox(mine.clone()))?;
             let theirs = match link.recv()? {
                 Record::Mailbox(r) => r,
-                Record::Finish(f) => {
-                    return Err(Error::temp(
-                        f.error.unwrap_or_else(|| "remote failed".into()),
-                    ));
-                }
-                r => return Err(protocol(format!("expected mailbox, got {}", r.letter()))),
+                r => return Err(unexpected(r, "mailbox")),
             };
             sync_mailbox(
                 role, store, link, &settings, &states, &b.name, &mine, &theirs, outcome,
@@ -344,17 +439,15 @@ fn run_inner(
         link.send(Record::End)?;
         match link.recv()? {
             Record::Finish(f) => {
-                if let Some(e) = f.error {
-                    outcome.errors.push(format!("remote: {e}"));
-                    outcome.exit = Some(
-                        outcome
-                            .exit
-                            .unwrap_or(ExitCode::Ok)
-                            .worst(ExitCode::TempFail),
-                    );
+                if f.error.is_some() {
+                    // In one process the slave's own outcome carries these errors; over a
+                    // link they are all the master learns.
+                    let e = remote_failure(&f);
+                    outcome.exit = Some(outcome.exit.unwrap_or(ExitCode::Ok).worst(e.exit_code()));
+                    outcome.remote_error = Some(e.to_string());
                 }
             }
-            r => return Err(protocol(format!("expected finish, got {}", r.letter()))),
+            r => return Err(unexpected(r, "finish")),
         }
     } else {
         loop {
@@ -373,13 +466,14 @@ fn run_inner(
                     )?;
                 }
                 Record::End => break,
-                r => return Err(protocol(format!("expected mailbox, got {}", r.letter()))),
+                r => return Err(unexpected(r, "mailbox")),
             }
         }
         let error = (!outcome.errors.is_empty()).then(|| outcome.errors.join("; "));
+        let mail_error = mail_error_of(outcome.exit.unwrap_or(ExitCode::Ok));
         link.send(Record::Finish(Finish {
             error,
-            mail_error: 0,
+            mail_error,
             require_full_resync: false,
         }))?;
     }
@@ -402,7 +496,20 @@ fn local_tree(store: &dyn Store, settings: &Settings) -> tree::TreeSide {
             subscribed: m.subscribed,
             last_subscription_change: m.last_subscription_change,
         })
-        .collect();
+        .collect::<Vec<_>>();
+    let mut nodes = nodes;
+    for name in store.broken_mailboxes() {
+        nodes.push(TreeNode {
+            name,
+            existence: Existence::Nonexistent,
+            mailbox_guid: Guid128::ZERO,
+            uid_validity: 0,
+            uid_next: 0,
+            last_renamed_or_created: 0,
+            subscribed: false,
+            last_subscription_change: 0,
+        });
+    }
     tree::TreeSide {
         nodes,
         deletes: Deletes {
@@ -414,7 +521,6 @@ fn local_tree(store: &dyn Store, settings: &Settings) -> tree::TreeSide {
 }
 
 fn record_error(outcome: &mut Outcome, e: Error) {
-    tracing::error!("{e}");
     outcome.exit = Some(outcome.exit.unwrap_or(ExitCode::Ok).worst(e.exit_code()));
     outcome.errors.push(e.to_string());
 }
@@ -426,9 +532,13 @@ fn apply_tree(
     role: Role,
     store: &mut dyn Store,
     plan: &tree::TreePlan,
-    mode: Mode,
+    settings: &Settings,
     outcome: &mut Outcome,
 ) {
+    let mode = settings.mode;
+    // Mailboxes outside -m/-x, and ones a side could not read, are not this sync's business.
+    let leave_alone =
+        |name: &MailboxName| !selected(settings, name) || plan.untouchable.contains(name);
     let protected = match mode {
         Mode::Backup { source } | Mode::OneWay { source } => source == role,
         Mode::TwoWay => false,
@@ -448,7 +558,7 @@ fn apply_tree(
     let skip_create = matches!(mode, Mode::OneWay { .. });
     for m in store.mailboxes() {
         let kept_by_one_way_destination = skip_create && plan.dest_skip.contains(&m.guid);
-        if !wanted.contains_key(&m.guid) && !kept_by_one_way_destination {
+        if !wanted.contains_key(&m.guid) && !kept_by_one_way_destination && !leave_alone(&m.name) {
             if m.name.is_inbox() && !matches!(mode, Mode::Backup { .. }) {
                 continue;
             }
@@ -618,9 +728,8 @@ fn sync_mailbox(
         || slave_b.mailbox_ignore
     {
         if mine.mailbox_lost {
-            outcome.errors.push(format!(
-                "mailbox {name} ({guid}) could not be opened on this side"
-            ));
+            // Its creation failed (and was reported) or it vanished during the sync.
+            tracing::debug!("mailbox {name} ({guid}) is missing on this side");
             outcome.changed_during_sync = true;
         }
         return Ok(());
@@ -684,7 +793,7 @@ fn sync_mailbox(
         match link.recv()? {
             Record::Change(c) => their_changes.push(c),
             Record::End => break,
-            r => return Err(protocol(format!("expected change, got {}", r.letter()))),
+            r => return Err(unexpected(r, "change")),
         }
     }
     if source_first {
@@ -801,7 +910,7 @@ fn sync_mailbox(
         match link.recv()? {
             Record::Request(r) => requests.push(r),
             Record::End => break,
-            r => return Err(protocol(format!("expected request, got {}", r.letter()))),
+            r => return Err(unexpected(r, "request")),
         }
     }
     // M: answer theirs.
@@ -873,13 +982,14 @@ fn sync_mailbox(
                             mail.uid
                         )));
                     };
-                    let Some(body) = &mail.body else {
+                    let Some(body) = mail.body else {
                         // Expunged on the other side meanwhile.
                         outcome.changed_during_sync = true;
                         continue;
                     };
+                    let body = WatchedBody::new(body);
                     for (uid, g, flags, kws) in saves {
-                        writer.save(
+                        let saved = writer.save(
                             boxsync_store::SaveMeta {
                                 uid: *uid,
                                 guid: g.clone(),
@@ -889,13 +999,32 @@ fn sync_mailbox(
                                 pop3_uidl: mail.pop3_uidl.clone(),
                                 pop3_order: mail.pop3_order,
                             },
-                            body.as_ref(),
-                        )?;
-                        writer.set_base(*uid, *flags, kws.clone());
+                            &body,
+                        );
+                        match saved {
+                            Ok(()) => writer.set_base(*uid, *flags, kws.clone()),
+                            // One unreadable message is that message's problem: report it,
+                            // copy the rest, and let the next run try it again.
+                            Err(e) if body.read_failed() => {
+                                let what = format!(
+                                    "mailbox {name}: reading UID {}{} on the other side",
+                                    mail.uid,
+                                    body.local_path()
+                                        .map(|p| format!(" ({})", p.display()))
+                                        .unwrap_or_default()
+                                );
+                                let e = match e {
+                                    Error::Io { source, .. } => Error::io(what, source),
+                                    e => Error::data(format!("{what}: {e}")),
+                                };
+                                record_error(outcome, e);
+                            }
+                            Err(e) => return Err(e),
+                        }
                     }
                 }
                 Record::End => break,
-                r => return Err(protocol(format!("expected mail, got {}", r.letter()))),
+                r => return Err(unexpected(r, "mail")),
             }
         }
         if received_mail != wanted.len() {
@@ -957,7 +1086,7 @@ fn sync_mailbox(
             match link.recv()? {
                 Record::Mail(_) => {}
                 Record::End => break,
-                r => return Err(protocol(format!("expected mail, got {}", r.letter()))),
+                r => return Err(unexpected(r, "mail")),
             }
         }
     }
@@ -980,7 +1109,7 @@ fn sync_mailbox(
     link.send(Record::State(my_state))?;
     let their_state = match link.recv()? {
         Record::State(s) => s,
-        r => return Err(protocol(format!("expected state, got {}", r.letter()))),
+        r => return Err(unexpected(r, "state")),
     };
     if role == Role::Master {
         let (m, s) = (my_state, their_state);

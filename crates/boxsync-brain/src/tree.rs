@@ -10,7 +10,7 @@
 
 use crate::{Mode, Role};
 use boxsync_model::{Guid128, MailboxName};
-use boxsync_proto::{Deletes, TreeNode};
+use boxsync_proto::{Deletes, Existence, TreeNode};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// One side's tree as sent in `N` and `D` records.
@@ -37,6 +37,8 @@ pub struct TreePlan {
     pub guid_merges: Vec<(Guid128, Guid128)>,
     /// Mailboxes the destination of a one-way merge deleted itself; they stay deleted there.
     pub dest_skip: BTreeSet<Guid128>,
+    /// Names a side could not read: left alone everywhere.
+    pub untouchable: BTreeSet<MailboxName>,
 }
 
 fn by_guid(side: &TreeSide) -> BTreeMap<Guid128, &TreeNode> {
@@ -69,6 +71,31 @@ fn unsubscribed_at(side: &TreeSide, name: &MailboxName) -> i64 {
 
 /// Computes the final tree. `side(Role)` order: index 0 is the master's tree, 1 the slave's.
 pub fn plan(master: &TreeSide, slave: &TreeSide, mode: Mode) -> TreePlan {
+    // A side sends a mailbox it cannot read as a nonexistent node: nothing of that name is
+    // created, deleted, renamed or merged on either side.
+    let untouchable: BTreeSet<MailboxName> = master
+        .nodes
+        .iter()
+        .chain(&slave.nodes)
+        .filter(|n| n.existence != Existence::Exists)
+        .map(|n| n.name.clone())
+        .collect();
+    let keep = |side: &TreeSide| TreeSide {
+        nodes: side
+            .nodes
+            .iter()
+            .filter(|n| !untouchable.contains(&n.name))
+            .cloned()
+            .collect(),
+        deletes: side.deletes.clone(),
+    };
+    let (master, slave) = (&keep(master), &keep(slave));
+    let mut plan = plan_checked(master, slave, mode);
+    plan.untouchable = untouchable;
+    plan
+}
+
+fn plan_checked(master: &TreeSide, slave: &TreeSide, mode: Mode) -> TreePlan {
     match mode {
         Mode::Backup { source } => plan_backup(if source == Role::Master {
             (master, slave)
@@ -247,7 +274,6 @@ fn plan_merge(master: &TreeSide, slave: &TreeSide, mode: Mode) -> TreePlan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use boxsync_proto::Existence;
 
     fn node(name: &str, guid: u8, ts: i64) -> TreeNode {
         TreeNode {

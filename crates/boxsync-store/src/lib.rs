@@ -115,6 +115,9 @@ pub trait Store: Send {
     fn describe(&self) -> String;
     fn mailboxes(&self) -> Vec<MailboxEntry>;
     fn tombstones(&self) -> Tombstones;
+    /// Mailboxes that exist but could not be read (a corrupt uidlist): reported, and left
+    /// alone on both sides.
+    fn broken_mailboxes(&self) -> Vec<MailboxName>;
     /// Makes the messages of a mailbox available to [`Store::messages`] (a mailbox that did
     /// not change since the last scan is only read from the index when needed).
     fn load(&mut self, mailbox: Guid128) -> Result<()>;

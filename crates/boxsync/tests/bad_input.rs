@@ -124,7 +124,6 @@ fn corrupt_uidlist_is_named_with_its_line_exits_65_and_the_other_folders_are_bac
 }
 
 #[test]
-#[ignore = "BUG: backup deletes the destination's copy of a mailbox whose source uidlist is corrupt"]
 fn corrupt_uidlist_does_not_delete_the_earlier_backup_of_that_folder() {
     let d = Dir::new();
     let (src, dst) = (d.join("src"), d.join("dst"));
@@ -254,7 +253,6 @@ fn unreadable_message_fails_the_run_without_changing_the_source_and_a_rerun_conv
 }
 
 #[test]
-#[ignore = "BUG: an unreadable message aborts the whole sync with 'dsync protocol error: expected state, got F' (exit 65): the file is not named and nothing else is copied"]
 fn unreadable_message_is_named_and_everything_else_is_backed_up() {
     let d = Dir::new();
     let (src, dst) = (d.join("src"), d.join("dst"));
@@ -530,7 +528,6 @@ fn fs_layout_folders_with_escaping_names_are_skipped_with_a_warning() {
 }
 
 #[test]
-#[ignore = "BUG: LAYOUT=fs skips a folder whose decoded name is invalid (e.g. &AAo-nl, a line feed) silently, with no warning"]
 fn fs_layout_folder_with_a_control_character_is_skipped_with_a_warning() {
     let d = Dir::new();
     let src = d.join("src");
@@ -626,7 +623,6 @@ fn maildirpp_destination_refuses_a_mailbox_name_with_a_dot_with_an_error() {
 }
 
 #[test]
-#[ignore = "BUG: a mailbox name the destination layout cannot hold exits 75 (temporary failure, 'run again') instead of 65, though no rerun can succeed"]
 fn refused_mailbox_name_exits_65() {
     let out = refused_name(false, ".cur", "cur", true);
     assert_eq!(code(&out), 65, "{}", describe(&out));

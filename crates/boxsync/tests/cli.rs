@@ -580,7 +580,6 @@ fn exclude_flag_leaves_matching_mailboxes_alone() {
 }
 
 #[test]
-#[ignore = "BUG: backup -x Spam deletes the destination's own Spam mailbox"]
 fn exclude_flag_keeps_an_excluded_mailbox_of_the_destination() {
     let d = Dir::new();
     let (src, dst) = (d.join("src"), d.join("dst"));
@@ -594,7 +593,6 @@ fn exclude_flag_keeps_an_excluded_mailbox_of_the_destination() {
 }
 
 #[test]
-#[ignore = "BUG: backup -m Work deletes every other mailbox of the destination and empties its INBOX"]
 fn mailbox_flag_keeps_the_other_mailboxes_of_the_destination() {
     let d = Dir::new();
     let (src, dst) = (d.join("src"), d.join("dst"));

@@ -454,7 +454,6 @@ fn hostname() -> String {
 }
 
 #[test]
-#[ignore = "BUG: a dead process's dovecot-uidlist.lock (<pid>:<host>, as Dovecot writes it) blocks each run 60 s then exit 75, for 2 minutes; boxsync's own locks are empty, so a killed boxsync blocks Dovecot too"]
 fn stale_uidlist_lock_of_a_dead_process_is_broken_at_once() {
     let mut rng = Rng::new(seed());
     let d = Dir::new();

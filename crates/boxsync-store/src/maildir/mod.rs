@@ -287,6 +287,13 @@ impl Store for MaildirStore {
             .collect()
     }
 
+    fn broken_mailboxes(&self) -> Vec<MailboxName> {
+        self.mailbox_errors
+            .iter()
+            .filter_map(|(name, _)| MailboxName::parse(name).ok())
+            .collect()
+    }
+
     fn tombstones(&self) -> Tombstones {
         let mut t = Tombstones::default();
         for r in &self.log {

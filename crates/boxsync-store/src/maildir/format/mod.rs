@@ -49,9 +49,7 @@ impl DotLock {
                 .mode(mode)
                 .open(path)
             {
-                Ok(mut file) => {
-                    // Dovecot's content: who holds it, so that a dead holder is seen at once.
-                    let _ = write!(file, "{}:{}", std::process::id(), hostname());
+                Ok(file) => {
                     return Ok(DotLock {
                         path: path.to_path_buf(),
                         file,
@@ -91,6 +89,13 @@ impl DotLock {
 
     pub(crate) fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Writes Dovecot's `pid:host` into a lock that only guards (not one whose content becomes
+    /// the new file), so that a killed holder's lock is broken at once instead of after
+    /// [`DOTLOCK_STALE`].
+    pub(crate) fn note_holder(&mut self) {
+        let _ = write!(self.file, "{}:{}", std::process::id(), hostname());
     }
 
     /// Refreshes the lock's mtime so that others keep seeing a live holder.
@@ -138,9 +143,15 @@ pub(crate) fn hostname() -> String {
 
 /// Whether a lock file names a process of this machine that no longer runs (a killed sync).
 fn holder_is_dead(path: &Path) -> bool {
-    let Ok(text) = fs::read_to_string(path) else { return false };
-    let Some((pid, host)) = text.trim().split_once(':') else { return false };
-    let Ok(pid) = pid.parse::<i32>() else { return false };
+    let Ok(text) = fs::read_to_string(path) else {
+        return false;
+    };
+    let Some((pid, host)) = text.trim().split_once(':') else {
+        return false;
+    };
+    let Ok(pid) = pid.parse::<i32>() else {
+        return false;
+    };
     if host != hostname() || pid <= 0 {
         return false;
     }

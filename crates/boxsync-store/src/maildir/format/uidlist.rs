@@ -340,7 +340,8 @@ impl UidlistLock {
     /// Takes the lock in the mailbox directory `dir`, waiting up to `timeout` for a live holder
     /// (then `Error::Temp`) and breaking a lock untouched for two minutes.
     pub fn acquire(dir: &Path, timeout: Duration) -> Result<UidlistLock> {
-        let lock = DotLock::acquire(&dir.join(LOCK_NAME), file_mode(dir), timeout)?;
+        let mut lock = DotLock::acquire(&dir.join(LOCK_NAME), file_mode(dir), timeout)?;
+        lock.note_holder();
         Ok(UidlistLock { lock })
     }
 

@@ -60,17 +60,6 @@ pub(crate) struct Writer<'a> {
     error: Option<Error>,
 }
 
-fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most buf.len() bytes into buf.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return "localhost".to_owned();
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
-}
-
 /// Copies a body into `dest`, returning its size and its size with CRLF line ends (`W=`).
 fn copy_body(body: &dyn MailBody, dest: &Path) -> std::io::Result<(u64, u64)> {
     let mut input = body.open()?;
@@ -133,6 +122,50 @@ fn present_bases(dir: &Path) -> Result<std::collections::HashSet<String>> {
     Ok(out)
 }
 
+/// Removes what killed runs left in `tmp/`: boxsync's own files whose process is gone, and
+/// anything older than 36 hours (Dovecot's rule for `tmp/`). Failures only leave debris.
+fn clean_tmp(tmp: &Path) {
+    const OLD: std::time::Duration = std::time::Duration::from_secs(36 * 3600);
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    let host = super::format::hostname();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > OLD);
+        if old || written_by_dead_boxsync(&name, &host) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Whether a `tmp/` name is one `filename::new_base` made (`<secs>.M<usecs>P<pid>Q<n>.<host>`)
+/// in a process of this host that no longer runs.
+fn written_by_dead_boxsync(name: &str, host: &str) -> bool {
+    let mut parts = name.splitn(3, '.');
+    let (Some(_), Some(unique), Some(rest)) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    let Some((pid, _)) = unique.split_once('P').and_then(|(_, r)| r.split_once('Q')) else {
+        return false;
+    };
+    let Ok(pid) = pid.parse::<i32>() else {
+        return false;
+    };
+    if rest != host || pid <= 0 || pid as u32 == std::process::id() {
+        return false;
+    }
+    // SAFETY: signal 0 only checks that the process exists.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+}
+
 fn syncfs(dir: &Path) -> Result<()> {
     let f = std::fs::File::open(dir).ctx(|| format!("opening {}", dir.display()))?;
     use std::os::fd::AsRawFd;
@@ -161,6 +194,7 @@ impl<'a> Writer<'a> {
         header: HeaderUpdate,
     ) -> Result<Writer<'a>> {
         let keywords = scan::read_keywords(&folder.dir)?;
+        clean_tmp(&folder.dir.join("tmp"));
         let known_next = folder.uidnext;
         Ok(Writer {
             index,
@@ -275,11 +309,10 @@ impl<'a> Writer<'a> {
                 Op::Expunged(row) => tx.add_expunged(self.mailbox, &row)?,
             }
         }
+        let mut renames = Vec::with_capacity(pending.len());
         for (p, info) in pending.into_iter().zip(infos) {
             let name = format!("{}:{}", p.base, info);
-            let dest = dir.join("cur").join(&name);
-            std::fs::rename(&p.tmp, &dest)
-                .ctx(|| format!("moving {} into cur/", p.tmp.display()))?;
+            renames.push((p.tmp.clone(), dir.join("cur").join(&name)));
             let mut uid = p.meta.uid;
             if taken.contains(&uid) || (uid >= self.known_next && uid < list.next_uid) {
                 // Another program took the UID meanwhile: keep the mail, under a new UID.
@@ -334,10 +367,17 @@ impl<'a> Writer<'a> {
                 self.folder.messages.insert(at, msg);
             }
         }
+        // The uidlist first: a crash before the renames leaves records without files, which
+        // the next scan skips (the index does not know them yet) and the next sync copies
+        // again; a crash after them finds files whose GUIDs (G fields) are already recorded.
+        // The other order could lose a G field and make the next sync copy the mail back.
+        uidlist::write_atomic(&dir, &list, self.fsync)?;
+        for (tmp, dest) in renames {
+            std::fs::rename(&tmp, &dest).ctx(|| format!("moving {} into cur/", tmp.display()))?;
+        }
         if self.fsync {
             fsync_dir(&dir.join("cur"))?;
         }
-        uidlist::write_atomic(&dir, &list, self.fsync)?;
         tx.put_mailbox(&mailbox_row(
             self.mailbox,
             self.folder,
@@ -584,7 +624,7 @@ impl MailboxWriter for Writer<'_> {
             std::time::SystemTime::now(),
             std::process::id(),
             n,
-            &hostname(),
+            &super::format::hostname(),
         );
         let tmp = tmp_dir.join(&fresh);
         // A Dovecot-named local file states its sizes: let the kernel copy it.

@@ -390,7 +390,6 @@ fn unknown_flag_letters_survive_a_backup_and_a_flag_change() {
 }
 
 #[test]
-#[ignore = "BUG: a flag change drops a keyword letter that dovecot-keywords does not define (Dovecot keeps it, as keyword unknown-25)"]
 fn undefined_keyword_letter_survives_a_flag_change() {
     let d = Dir::new();
     let (a, _b) = flag_change_from_the_other_side(&d);

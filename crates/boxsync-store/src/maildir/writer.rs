@@ -460,7 +460,17 @@ impl<'a> Writer<'a> {
             let name = file.rsplit('/').next().unwrap_or(&file).to_owned();
             let (base, info) = split_info(&name);
             let unknown = info
-                .map(|i| filename::parse_info(i).unknown)
+                .map(|i| {
+                    // Letters without a keyword name stay, as Dovecot keeps them.
+                    let info = filename::parse_info(i);
+                    let undefined: String = info
+                        .keyword_letters
+                        .iter()
+                        .filter(|&&l| self.keywords.name_of(l).is_none())
+                        .map(|&l| char::from(l))
+                        .collect();
+                    undefined + &info.unknown
+                })
                 .unwrap_or_default();
             let new_name = format!("{base}:{}", self.info_for(flags, &kws, &unknown));
             let new_file = format!("cur/{new_name}");

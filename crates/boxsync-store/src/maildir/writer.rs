@@ -49,6 +49,8 @@ pub(crate) struct Writer<'a> {
     keywords: KeywordsFile,
     pending: Vec<PendingSave>,
     pending_bytes: u64,
+    /// Base names in use, built at the first save that needs them.
+    names_in_use: Option<std::collections::HashSet<String>>,
     /// The next UID as of our scan and our own saves: UIDs from here up to the uidlist's
     /// next UID were handed out by another program meanwhile.
     known_next: Uid,
@@ -205,6 +207,7 @@ impl<'a> Writer<'a> {
             keywords,
             pending: Vec::new(),
             pending_bytes: 0,
+            names_in_use: None,
             known_next,
             expunges: Vec::new(),
             flag_sets: BTreeMap::new(),
@@ -215,12 +218,20 @@ impl<'a> Writer<'a> {
         })
     }
 
-    fn existing_base(&self, base: &str) -> bool {
-        self.folder
-            .files
-            .values()
-            .any(|f| split_info(f.rsplit('/').next().unwrap_or(f)).0 == base)
-            || self.pending.iter().any(|p| p.base == base)
+    /// Whether a file of this folder (or a pending save) already has this base name.
+    fn existing_base(&mut self, base: &str) -> bool {
+        let folder = &*self.folder;
+        let pending = &self.pending;
+        self.names_in_use
+            .get_or_insert_with(|| {
+                folder
+                    .files
+                    .values()
+                    .map(|f| split_info(f.rsplit('/').next().unwrap_or(f)).0.to_owned())
+                    .chain(pending.iter().map(|p| p.base.clone()))
+                    .collect()
+            })
+            .contains(base)
     }
 
     /// The `:2,…` part for flags and keywords, giving new keywords letters as needed.
@@ -436,6 +447,7 @@ impl<'a> Writer<'a> {
         let dir = self.folder.dir.clone();
         let lock = UidlistLock::acquire(&dir, LOCK_TIMEOUT)?;
         let mut list = scan::reread_uidlist(&dir)?;
+        let on_disk = list.clone();
         // Records of files removed by another program go while rewriting anyway, as in
         // assign_uids: above the agreed UIDNEXT they would look like mail that just arrived.
         if list
@@ -600,7 +612,10 @@ impl<'a> Writer<'a> {
         }
         list.uidvalidity = self.header.uidvalidity;
         list.next_uid = self.header.uidnext.max(max_uid + 1);
-        uidlist::write_atomic(&dir, &list, self.fsync)?;
+        if list != on_disk {
+            // Flag changes alone rename files and leave the uidlist as it is.
+            uidlist::write_atomic(&dir, &list, self.fsync)?;
+        }
         self.folder.uidvalidity = list.uidvalidity;
         self.folder.uidnext = list.next_uid;
         self.folder.highest_modseq = self.header.highest_modseq.max(self.folder.highest_modseq);
@@ -682,6 +697,9 @@ impl MailboxWriter for Writer<'_> {
         self.pending_bytes += size;
         self.report.saved += 1;
         self.report.bytes += size;
+        if let Some(names) = &mut self.names_in_use {
+            names.insert(base.clone());
+        }
         self.pending.push(PendingSave { tmp, base, meta });
         if self.pending.len() >= BATCH_MESSAGES || self.pending_bytes >= BATCH_BYTES {
             self.flush_saves()?;

@@ -264,7 +264,7 @@ pub(crate) fn scan_folder(
         None => true,
     };
     if list.as_ref().is_none_or(|l| l.mailbox_guid.is_none()) || unknown_files {
-        let (assigned, listed) = assign_uids(dir, fsync)?;
+        let (assigned, listed) = assign_uids(dir, fsync, files, &sig)?;
         list = Some(assigned);
         files = listed;
     }
@@ -410,8 +410,23 @@ pub(crate) fn scan_folder(
 
 /// Gives UIDs to files no uidlist names yet (mail an MDA delivered), and a GUID to a folder
 /// that has none, under the uidlist lock, as Dovecot would on its next look.
-fn assign_uids(dir: &Path, fsync: bool) -> Result<(Uidlist, HashMap<String, String>)> {
+///
+/// `listed` is the listing the caller took after `listed_sig`: still right, and not taken
+/// again, when `cur/` and `new/` did not change since.
+fn assign_uids(
+    dir: &Path,
+    fsync: bool,
+    listed: HashMap<String, String>,
+    listed_sig: &str,
+) -> Result<(Uidlist, HashMap<String, String>)> {
     let _lock = UidlistLock::acquire(dir, LOCK_TIMEOUT)?;
+    let dirs_of = |sig: &str| {
+        sig.split(',')
+            .take(2)
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let unchanged = dirs_of(listed_sig) == dirs_of(&signature(dir).0);
     let mut list = read_uidlist(dir)?.unwrap_or_else(|| Uidlist {
         uidvalidity: uidvalidity_now(),
         next_uid: 1,
@@ -419,7 +434,7 @@ fn assign_uids(dir: &Path, fsync: bool) -> Result<(Uidlist, HashMap<String, Stri
         extra_header: Vec::new(),
         records: Vec::new(),
     });
-    let files = list_files(dir)?;
+    let files = if unchanged { listed } else { list_files(dir)? };
     let mut changed = list.mailbox_guid.is_none();
     if list.mailbox_guid.is_none() {
         list.mailbox_guid = Some(Guid128::generate());

@@ -1090,6 +1090,20 @@ fn sync_mailbox(
             }
         }
     }
+    if report.saved + report.expunged + report.flag_changes > 0 {
+        tracing::info!(
+            "{} mailbox {name}: saved {} ({} bytes), expunged {}, changed flags of {}",
+            if role == Role::Master {
+                "local"
+            } else {
+                "destination"
+            },
+            report.saved,
+            report.bytes,
+            report.expunged,
+            report.flag_changes
+        );
+    }
     outcome.saved += report.saved;
     outcome.expunged += report.expunged;
     outcome.flag_changes += report.flag_changes;

@@ -128,7 +128,7 @@ impl MaildirStore {
         let mut folders = BTreeMap::new();
         self.mailbox_errors.clear();
         for (name, dir) in dirs {
-            match scan::scan_folder(&mut self.index, &name, &dir, self.fsync) {
+            match scan::scan_folder(&mut self.index, &name, &dir) {
                 Ok(mut folder) => {
                     let mut guid = folder.1;
                     if folders.contains_key(&guid) {
@@ -143,7 +143,7 @@ impl MaildirStore {
                             "duplicate mailbox GUID {guid} in {name}: giving it a new GUID {fresh}"
                         );
                         guid = fresh;
-                        folder = scan::scan_folder(&mut self.index, &name, &dir, self.fsync)?;
+                        folder = scan::scan_folder(&mut self.index, &name, &dir)?;
                     }
                     folders.insert(guid, folder.0);
                 }

@@ -226,7 +226,6 @@ pub(crate) fn scan_folder(
     index: &mut Index,
     name: &MailboxName,
     dir: &Path,
-    fsync: bool,
 ) -> Result<(Folder, Guid128)> {
     ensure_subdirs(dir)?;
     // Taken before anything is read: a change made while we read moves an mtime past it.
@@ -264,7 +263,7 @@ pub(crate) fn scan_folder(
         None => true,
     };
     if list.as_ref().is_none_or(|l| l.mailbox_guid.is_none()) || unknown_files {
-        let (assigned, listed) = assign_uids(dir, fsync, files, &sig)?;
+        let (assigned, listed) = assign_uids(dir, files, &sig)?;
         list = Some(assigned);
         files = listed;
     }
@@ -415,7 +414,6 @@ pub(crate) fn scan_folder(
 /// again, when `cur/` and `new/` did not change since.
 fn assign_uids(
     dir: &Path,
-    fsync: bool,
     listed: HashMap<String, String>,
     listed_sig: &str,
 ) -> Result<(Uidlist, HashMap<String, String>)> {
@@ -456,7 +454,9 @@ fn assign_uids(
     if changed {
         // Drop entries whose files are gone while rewriting anyway, as Dovecot does lazily.
         list.records.retain(|r| files.contains_key(&r.base));
-        uidlist::write_atomic(dir, &list, fsync)?;
+        // Not flushed, as Dovecot does not: if a crash loses these UIDs, the files get new
+        // ones on the next scan, and the next sync renumbers; no mail is lost either way.
+        uidlist::write_atomic(dir, &list, false)?;
     }
     Ok((list, files))
 }

@@ -882,6 +882,19 @@ fn sync_mailbox(
     };
 
     // R: what I need from the other side.
+    // A stateful -1 lists only what changed since the last sync, so a new mail of the source
+    // may be one this side has had all along under another UID (-1 syncs both ways part the
+    // two sides' UIDs), which a full list would have linked: it is not copied again.
+    let already: std::collections::HashSet<String> =
+        if matches!(settings.mode, Mode::OneWay { .. }) && since.is_some() {
+            store
+                .messages(guid)?
+                .iter()
+                .map(|m| m.guid.clone())
+                .collect()
+        } else {
+            Default::default()
+        };
     let mut wanted: BTreeMap<Uid, Vec<(Uid, String, Flags, Keywords)>> = BTreeMap::new();
     for a in my_actions {
         if let Action::Save {
@@ -891,6 +904,7 @@ fn sync_mailbox(
             flags,
             keywords,
         } = a
+            && !already.contains(guid)
         {
             wanted
                 .entry(*from)

@@ -234,7 +234,7 @@ fn plan_merge(m: &SideChanges, s: &SideChanges, source: Option<usize>, lcu: Uid)
                 continue;
             }
             gone[y].insert(uid);
-            if false && writable(y) {
+            if writable(y) {
                 p.actions[y].push(Action::Expunge {
                     uid,
                     guid: guid.clone(),

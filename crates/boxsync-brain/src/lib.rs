@@ -202,6 +202,22 @@ impl std::io::Read for WatchedReader {
     }
 }
 
+/// Receives records of one kind up to the end of the list; `pick` returns what is not of
+/// that kind.
+fn recv_list<T>(
+    link: &mut dyn Link,
+    kind: &str,
+    pick: impl Fn(Record) -> std::result::Result<T, Record>,
+) -> Result<Vec<T>> {
+    let mut out = Vec::new();
+    loop {
+        match link.recv()? {
+            Record::End => return Ok(out),
+            r => out.push(pick(r).map_err(|r| unexpected(r, kind))?),
+        }
+    }
+}
+
 /// The error for a record that should not come now. A finish record in the middle carries
 /// the other side's failure, which is the one worth reporting.
 fn unexpected(r: Record, expected: &str) -> Error {
@@ -353,15 +369,11 @@ fn run_inner(
             }
             link.send(Record::End)?;
         } else {
-            loop {
-                match link.recv()? {
-                    Record::State(s) => {
-                        states.insert(s.mailbox_guid, s);
-                    }
-                    Record::End => break,
-                    r => return Err(unexpected(r, "state")),
-                }
-            }
+            let received = recv_list(link, "state", |r| match r {
+                Record::State(s) => Ok(s),
+                r => Err(r),
+            })?;
+            states.extend(received.into_iter().map(|s| (s.mailbox_guid, s)));
         }
     }
 
@@ -788,14 +800,10 @@ fn sync_mailbox(
         }
         link.send(Record::End)?;
     }
-    let mut their_changes = Vec::new();
-    loop {
-        match link.recv()? {
-            Record::Change(c) => their_changes.push(c),
-            Record::End => break,
-            r => return Err(unexpected(r, "change")),
-        }
-    }
+    let their_changes = recv_list(link, "change", |r| match r {
+        Record::Change(c) => Ok(c),
+        r => Err(r),
+    })?;
     if source_first {
         let lost: std::collections::HashSet<Uid> = their_changes
             .iter()
@@ -919,14 +927,10 @@ fn sync_mailbox(
         }))?;
     }
     link.send(Record::End)?;
-    let mut requests = Vec::new();
-    loop {
-        match link.recv()? {
-            Record::Request(r) => requests.push(r),
-            Record::End => break,
-            r => return Err(unexpected(r, "request")),
-        }
-    }
+    let requests = recv_list(link, "request", |r| match r {
+        Record::Request(r) => Ok(r),
+        r => Err(r),
+    })?;
     // M: answer theirs.
     let my_messages: HashMap<Uid, &boxsync_store::Message> =
         store.messages(guid)?.iter().map(|m| (m.uid, m)).collect();

@@ -34,6 +34,17 @@ enum Op {
     Expunged(ExpungedRow),
 }
 
+fn apply_ops(tx: &boxsync_index::Transaction<'_>, mailbox: Guid128, ops: Vec<Op>) -> Result<()> {
+    for op in ops {
+        match op {
+            Op::Put(row) => tx.put_message(mailbox, &row)?,
+            Op::Delete(uid) => tx.delete_message(mailbox, uid)?,
+            Op::Expunged(row) => tx.add_expunged(mailbox, &row)?,
+        }
+    }
+    Ok(())
+}
+
 struct PendingSave {
     tmp: PathBuf,
     base: String,
@@ -63,7 +74,7 @@ pub(crate) struct Writer<'a> {
 }
 
 /// Copies a body into `dest`, returning its size and its size with CRLF line ends (`W=`).
-fn copy_body(body: &dyn MailBody, dest: &Path) -> std::io::Result<(u64, u64)> {
+fn copy_body(body: &dyn MailBody, dest: &Path) -> std::io::Result<(std::fs::File, u64, u64)> {
     let mut input = body.open()?;
     let mut out = std::fs::OpenOptions::new()
         .write(true)
@@ -88,7 +99,18 @@ fn copy_body(body: &dyn MailBody, dest: &Path) -> std::io::Result<(u64, u64)> {
         out.write_all(&buf[..n])?;
         size += n as u64;
     }
-    Ok((size, size + bare_lf))
+    Ok((out, size, size + bare_lf))
+}
+
+/// Copies a local file with the kernel's copy (no pass through user space).
+fn kernel_copy(src: &Path, dest: &Path) -> std::io::Result<(std::fs::File, u64)> {
+    let mut from = std::fs::File::open(src)?;
+    let mut to = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(dest)?;
+    let n = std::io::copy(&mut from, &mut to)?;
+    Ok((to, n))
 }
 
 fn mailbox_row(
@@ -313,13 +335,7 @@ impl<'a> Writer<'a> {
         }
         let taken: std::collections::HashSet<Uid> = list.records.iter().map(|r| r.uid).collect();
         let tx = self.index.transaction()?;
-        for op in early_ops {
-            match op {
-                Op::Put(row) => tx.put_message(self.mailbox, &row)?,
-                Op::Delete(uid) => tx.delete_message(self.mailbox, uid)?,
-                Op::Expunged(row) => tx.add_expunged(self.mailbox, &row)?,
-            }
-        }
+        apply_ops(&tx, self.mailbox, early_ops)?;
         let mut renames = Vec::with_capacity(pending.len());
         for (p, info) in pending.into_iter().zip(infos) {
             let name = format!("{}:{}", p.base, info);
@@ -622,13 +638,7 @@ impl<'a> Writer<'a> {
         self.folder.count = self.folder.messages.len() as u32;
         self.folder.digest = crate::content_digest(&self.folder.messages);
         let tx = self.index.transaction()?;
-        for op in ops {
-            match op {
-                Op::Put(row) => tx.put_message(self.mailbox, &row)?,
-                Op::Delete(uid) => tx.delete_message(self.mailbox, uid)?,
-                Op::Expunged(row) => tx.add_expunged(self.mailbox, &row)?,
-            }
-        }
+        apply_ops(&tx, self.mailbox, ops)?;
         tx.put_mailbox(&mailbox_row(
             self.mailbox,
             self.folder,
@@ -653,9 +663,9 @@ impl MailboxWriter for Writer<'_> {
         );
         let tmp = tmp_dir.join(&fresh);
         // A Dovecot-named local file states its sizes: let the kernel copy it.
-        let kernel_copy = match (body.local_path(), filename::base_sizes(&meta.guid)) {
-            (Some(path), (Some(size), Some(vsize))) => match std::fs::copy(path, &tmp) {
-                Ok(n) if n == size => Some((size, vsize)),
+        let by_kernel = match (body.local_path(), filename::base_sizes(&meta.guid)) {
+            (Some(path), (Some(size), Some(vsize))) => match kernel_copy(path, &tmp) {
+                Ok((file, n)) if n == size => Some((file, size, vsize)),
                 _ => {
                     let _ = std::fs::remove_file(&tmp);
                     None
@@ -663,11 +673,11 @@ impl MailboxWriter for Writer<'_> {
             },
             _ => None,
         };
-        let copied = match kernel_copy {
-            Some(sizes) => Ok(sizes),
+        let copied = match by_kernel {
+            Some(done) => Ok(done),
             None => copy_body(body, &tmp),
         };
-        let (size, vsize) = copied.map_err(|e| {
+        let (file, size, vsize) = copied.map_err(|e| {
             let _ = std::fs::remove_file(&tmp);
             Error::io(
                 format!("saving UID {} into {}", meta.uid, tmp_dir.display()),
@@ -676,11 +686,9 @@ impl MailboxWriter for Writer<'_> {
         })?;
         let received =
             std::time::UNIX_EPOCH + std::time::Duration::from_secs(meta.received.max(0) as u64);
-        std::fs::File::options()
-            .write(true)
-            .open(&tmp)
-            .and_then(|f| f.set_modified(received))
+        file.set_modified(received)
             .ctx(|| format!("setting the received date of {}", tmp.display()))?;
+        drop(file);
         // Keep the peer's file name when it is a Dovecot-style name whose sizes are right:
         // then Dovecot sees the same GUID without a G field, as its own dsync arranges.
         let base = match filename::base_sizes(&meta.guid) {

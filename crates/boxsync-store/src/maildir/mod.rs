@@ -487,8 +487,3 @@ impl Store for MaildirStore {
         )?))
     }
 }
-
-/// The on-disk name of one hierarchy level (modified UTF-7).
-pub(crate) fn encode_part(part: &str) -> String {
-    mutf7::encode(part)
-}

@@ -5,7 +5,7 @@
 use super::format::filename::{self, split_info};
 use super::format::keywords::KeywordsFile;
 use super::format::uidlist::{self, Uidlist, UidlistLock, UidlistRecord};
-use super::{Folder, LOCK_TIMEOUT, encode_part};
+use super::{Folder, LOCK_TIMEOUT};
 use crate::{Layout, Message};
 use boxsync_index::{ExpungedRow, Index, MailboxRow, MessageRow};
 use boxsync_model::error::IoContext;
@@ -93,7 +93,7 @@ pub(crate) fn folder_dir(root: &Path, layout: Layout, name: &MailboxName) -> Res
     if name.is_inbox() {
         return Ok(root.to_path_buf());
     }
-    let encoded: Vec<String> = name.parts().iter().map(|p| encode_part(p)).collect();
+    let encoded: Vec<String> = name.parts().iter().map(|p| mutf7::encode(p)).collect();
     match layout {
         Layout::MaildirPlusPlus => {
             if let Some(p) = name.parts().iter().find(|p| p.contains('.')) {

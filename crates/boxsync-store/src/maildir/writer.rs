@@ -70,7 +70,6 @@ pub(crate) struct Writer<'a> {
     moves: Vec<(Uid, Uid)>,
     bases: BTreeMap<Uid, (Flags, Keywords)>,
     report: WriteReport,
-    error: Option<Error>,
 }
 
 /// Copies a body into `dest`, returning its size and its size with CRLF line ends (`W=`).
@@ -126,8 +125,8 @@ fn mailbox_row(
         uidnext,
         highest_modseq: header.highest_modseq.max(folder.highest_modseq),
         scan_signature: String::new(),
-        messages: folder.messages.len() as u32,
-        digest: crate::content_digest(&folder.messages),
+        messages: folder.count,
+        digest: folder.digest,
     }
 }
 
@@ -185,9 +184,7 @@ fn written_by_dead_boxsync(name: &str, host: &str) -> bool {
     if rest != host || pid <= 0 || pid as u32 == std::process::id() {
         return false;
     }
-    // SAFETY: signal 0 only checks that the process exists.
-    let rc = unsafe { libc::kill(pid, 0) };
-    rc != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+    super::format::process_is_gone(pid)
 }
 
 fn syncfs(dir: &Path) -> Result<()> {
@@ -236,7 +233,6 @@ impl<'a> Writer<'a> {
             moves: Vec::new(),
             bases: BTreeMap::new(),
             report: WriteReport::default(),
-            error: None,
         })
     }
 
@@ -405,6 +401,8 @@ impl<'a> Writer<'a> {
         if self.fsync {
             fsync_dir(&dir.join("cur"))?;
         }
+        self.folder.count = self.folder.messages.len() as u32;
+        self.folder.digest = crate::content_digest(&self.folder.messages);
         tx.put_mailbox(&mailbox_row(
             self.mailbox,
             self.folder,
@@ -732,9 +730,6 @@ impl MailboxWriter for Writer<'_> {
     }
 
     fn finish(mut self: Box<Self>) -> Result<WriteReport> {
-        if let Some(e) = self.error.take() {
-            return Err(e);
-        }
         self.finish_inner()
     }
 }

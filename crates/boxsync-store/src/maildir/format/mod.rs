@@ -152,9 +152,11 @@ fn holder_is_dead(path: &Path) -> bool {
     let Ok(pid) = pid.parse::<i32>() else {
         return false;
     };
-    if host != hostname() || pid <= 0 {
-        return false;
-    }
+    host == hostname() && pid > 0 && process_is_gone(pid)
+}
+
+/// Whether no process with this id runs on this machine.
+pub(crate) fn process_is_gone(pid: i32) -> bool {
     // SAFETY: signal 0 only checks that the process exists.
     let rc = unsafe { libc::kill(pid, 0) };
     rc != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)

@@ -72,7 +72,8 @@ fn remove_dead_locks(roots: &[&Path]) -> usize {
     n
 }
 
-/// Starts the command again and again, killing it with SIGKILL after a random 50–800 ms,
+/// Starts the command again and again, killing it with SIGKILL after a random 50–800 ms
+/// (less once runs finish sooner),
 /// until `KILLS` kills have hit a running process. When a run finishes first (a fast
 /// machine), `more_work` gives the next runs something to do and the kills go on. Returns how
 /// many runs finished on their own.
@@ -85,12 +86,16 @@ fn kill_repeatedly(
     let mut killed = 0;
     let mut finished = 0;
     let mut log = Vec::new();
+    // Kill delays are drawn below this; a run that finishes first lowers it to its own
+    // length, so that a fast machine still gets killed mid-run.
+    let mut upper: u64 = 800;
     while killed < KILLS {
         assert!(
             finished < 20,
             "the run keeps finishing before the kill: {log:?}"
         );
-        let delay = Duration::from_millis(rng.range(50, 800));
+        let delay = Duration::from_millis(rng.range((upper / 16).max(5), upper));
+        let started = Instant::now();
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -110,6 +115,7 @@ fn kill_repeatedly(
         match status {
             Some(status) => {
                 finished += 1;
+                upper = upper.min((started.elapsed().as_millis() as u64 * 9 / 10).max(10));
                 log.push(format!(
                     "finished with {status} before {delay:?}: more work"
                 ));

@@ -241,28 +241,17 @@ pub(crate) fn replace_via_tmp(
     Ok(())
 }
 
-/// Replaces `dir/name` the way Dovecot's dotlock does it: the new content is written into
-/// the exclusively created `name.lock`, which is then renamed over `name`. Dovecot writers of
-/// the same file wait for that lock, so neither side loses the other's update.
+/// Replaces `dir/name` under Dovecot's dotlock `name.lock`, so that Dovecot writers of the
+/// same file wait for us and neither loses the other's update. Unlike Dovecot, which writes
+/// the new content into the lock file itself, the lock holds `pid:host` and the content goes
+/// through `name.boxsync-tmp`: a writer killed meanwhile leaves a lock that the next writer
+/// sees is dead at once, instead of one that blocks everybody until it goes stale.
 pub(crate) fn replace_via_dotlock(dir: &Path, name: &str, bytes: &[u8], fsync: bool) -> Result<()> {
     let lock_path = dir.join(format!("{name}.lock"));
     let mut lock = DotLock::acquire(&lock_path, file_mode(dir), REPLACE_TIMEOUT)?;
-    lock.file
-        .write_all(bytes)
-        .and_then(|()| if fsync { lock.file.sync_all() } else { Ok(()) })
-        .map_err(|e| Error::io(format!("writing {}", lock_path.display()), e))?;
-    let target = dir.join(name);
-    fs::rename(&lock_path, &target).map_err(|e| {
-        Error::io(
-            format!("renaming {} to {}", lock_path.display(), target.display()),
-            e,
-        )
-    })?;
-    lock.armed = false;
-    if fsync {
-        fsync_dir(dir)?;
-    }
-    Ok(())
+    lock.note_holder();
+    replace_via_tmp(dir, name, &format!("{name}.boxsync-tmp"), bytes, fsync)?;
+    lock.release()
 }
 
 /// Reads `path`, or `None` when it does not exist.

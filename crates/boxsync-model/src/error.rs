@@ -60,6 +60,9 @@ pub enum Error {
     Config(String),
     #[error("{0}")]
     NotFound(String),
+    /// No such user, or a user name that cannot be one.
+    #[error("{0}")]
+    NoUser(String),
     #[error("{0}")]
     Permission(String),
     /// Corrupt or impossible input: a broken file, an invalid name, a peer that breaks the protocol.
@@ -97,6 +100,7 @@ impl Error {
             Error::Usage(_) => ExitCode::Usage,
             Error::Config(_) => ExitCode::Config,
             Error::NotFound(_) => ExitCode::NotFound,
+            Error::NoUser(_) => ExitCode::NoUser,
             Error::Permission(_) => ExitCode::NoPerm,
             Error::Data(_) => ExitCode::DataErr,
             Error::Temp(_) => ExitCode::TempFail,

@@ -73,8 +73,8 @@ fn pop3_uidls_and_order_are_carried_across() {
     let src = dir.join("src");
     maildir_dirs(&src);
     let names = [
-        "1700000000.M1P1.host,S=10,W=11",
-        "1700000001.M1P1.host,S=10,W=11",
+        "1700000000.M1P1.host,S=10,W=10",
+        "1700000001.M1P1.host,S=10,W=10",
     ];
     for n in names {
         write(&src.join("cur").join(format!("{n}:2,S")), b"Subject: x");

@@ -228,12 +228,12 @@ fn unexpected(r: Record, expected: &str) -> Error {
 }
 
 /// Dovecot's `enum mail_error` numbers carry the exit code across the link.
-fn mail_error_of(code: ExitCode) -> u32 {
+pub fn mail_error_of(code: ExitCode) -> u32 {
     match code {
         ExitCode::Ok | ExitCode::Changed => 0,
         ExitCode::TempFail => 1,
         ExitCode::NoPerm => 5,
-        ExitCode::NotFound => 7,
+        ExitCode::NotFound | ExitCode::NoUser => 7,
         ExitCode::DataErr => 12,
         _ => 3,
     }
@@ -304,7 +304,8 @@ fn handshake_of(settings: &Settings) -> Handshake {
     }
 }
 
-fn settings_of(h: &Handshake) -> Settings {
+/// The settings a slave takes from the master's handshake.
+pub fn settings_of(h: &Handshake) -> Settings {
     let source = if h.backup_send {
         Some(Role::Master)
     } else if h.backup_recv {

@@ -1,11 +1,14 @@
 //! The command line: doveadm's global options (`-o`, `-v`, `-D`) before the command, then
 //! `sync`/`backup` with dsync's flags, and the exit codes doveadm uses.
 
+use crate::remote;
 use boxsync_brain::{Mode, Role, Settings};
 use boxsync_model::{Error, ExitCode, Result};
 use boxsync_proto::{SyncType, state};
 use boxsync_store::Location;
 use boxsync_store::maildir::MaildirStore;
+use boxsync_transport::rawlog::RawLog;
+use boxsync_transport::{command, dest, doveadm, net, server};
 use clap::{Args, Parser, Subcommand};
 
 /// Keeps two mail stores identical: two-way merge, one-way mirror, or one-way merge.
@@ -15,8 +18,10 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Parser, Debug)]
 #[command(name = "boxsync", version, disable_help_subcommand = true)]
 struct Cli {
-    /// Set a setting: mail_location=maildir:PATH[:LAYOUT=fs][:INDEX=DIR] (required for sync and
-    /// backup), mail_fsync=optimized|always|never.
+    /// Set a setting: mail_location=maildir:PATH[:LAYOUT=fs][:INDEX=DIR] (`%u`, `%n`, `%d`
+    /// expand to the user), mail_fsync=optimized|always|never, dsync_remote_cmd=COMMAND,
+    /// doveadm_password=SECRET, doveadm_port=PORT, ssl_client_ca_file=PEM,
+    /// ssl_cert=<PEM, ssl_key=<PEM, server_max_sessions=N.
     #[arg(short = 'o', value_name = "SETTING=VALUE", global = true)]
     options: Vec<String>,
     /// Verbose: log what is done per mailbox.
@@ -38,6 +43,33 @@ enum Command {
     /// Make DESTINATION an exact copy of the local store (with -R, the other way round):
     /// mail and mailboxes only at the destination are deleted.
     Backup(BackupArgs),
+    /// The far end of a remote sync: speaks the dsync protocol on stdin/stdout for the store
+    /// of mail_location; with --listen, a tcp server for `tcp:`/`tcps:` clients.
+    #[command(name = "dsync-server", visible_alias = "server")]
+    DsyncServer(ServerArgs),
+}
+
+#[derive(Args, Debug)]
+struct ServerArgs {
+    /// The user whose store to serve (`%u` in mail_location); default $USER.
+    #[arg(short = 'u', value_name = "USER")]
+    user: Option<String>,
+    /// I/O timeout in seconds.
+    #[arg(short = 'T', value_name = "SECS", default_value_t = 600)]
+    timeout: u64,
+    /// Write a raw log of the conversation to FILE.
+    #[arg(short = 'r', value_name = "FILE")]
+    rawlog: Option<std::path::PathBuf>,
+    /// Accepted for doveadm compatibility (notify a replicator); ignored.
+    #[arg(short = 'U')]
+    notify: bool,
+    /// Accepted for doveadm compatibility; ignored.
+    #[arg(short = 'E')]
+    legacy: bool,
+    /// Listen on ADDR:PORT for tcp (or, with ssl_cert and ssl_key, TLS) clients that
+    /// authenticate with doveadm_password; each client's user maps to mail_location.
+    #[arg(long = "listen", value_name = "ADDR:PORT")]
+    listen: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -58,9 +90,20 @@ struct Common {
     /// Leave mailboxes matching MASK alone (repeatable; `*` and `?` wildcards).
     #[arg(short = 'x', value_name = "MASK")]
     exclude: Vec<String>,
-    /// The other store: a mail location such as maildir:/backup/Maildir.
-    #[arg(value_name = "DESTINATION")]
-    destination: String,
+    /// The user (`%u` in mail_location and dsync_remote_cmd); default $USER.
+    #[arg(short = 'u', value_name = "USER")]
+    user: Option<String>,
+    /// I/O timeout in seconds for a remote destination.
+    #[arg(short = 'T', value_name = "SECS", default_value_t = 600)]
+    timeout: u64,
+    /// Write a raw log of the conversation with a remote destination to FILE.
+    #[arg(short = 'r', value_name = "FILE")]
+    rawlog: Option<std::path::PathBuf>,
+    /// The other store: a mail location (maildir:/backup/Maildir), remote:[LOGIN@]HOST,
+    /// remoteprefix:[LOGIN@]HOST, tcp:HOST[:PORT], tcps:HOST[:PORT], or a command (several
+    /// arguments, or one with a space or '/') that runs `dsync-server` on the other store.
+    #[arg(value_name = "DESTINATION", required = true, num_args = 1.., trailing_var_arg = true)]
+    destination: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -119,17 +162,35 @@ pub fn main() -> i32 {
 struct GlobalSettings {
     mail_location: Option<String>,
     fsync: bool,
+    remote_cmd: String,
+    doveadm_password: Option<String>,
+    doveadm_port: Option<u16>,
+    ssl_client_ca_file: Option<String>,
+    ssl_cert: Option<String>,
+    ssl_key: Option<String>,
+    max_sessions: usize,
 }
 
 fn settings(options: &[String]) -> Result<GlobalSettings> {
     let mut g = GlobalSettings {
         mail_location: None,
         fsync: true,
+        remote_cmd: dest::DEFAULT_REMOTE_CMD.to_owned(),
+        doveadm_password: None,
+        doveadm_port: None,
+        ssl_client_ca_file: None,
+        ssl_cert: None,
+        ssl_key: None,
+        max_sessions: 10,
     };
     for o in options {
         let (k, v) = o
             .split_once('=')
             .ok_or_else(|| Error::Usage(format!("-o {o}: expected SETTING=VALUE")))?;
+        let number = |what: &str| {
+            v.parse::<u64>()
+                .map_err(|_| Error::Config(format!("{what}: {v:?} is not a number")))
+        };
         match k {
             "mail_location" => g.mail_location = Some(v.to_owned()),
             "mail_fsync" => {
@@ -143,6 +204,18 @@ fn settings(options: &[String]) -> Result<GlobalSettings> {
                     }
                 }
             }
+            "dsync_remote_cmd" => g.remote_cmd = v.to_owned(),
+            "doveadm_password" => g.doveadm_password = Some(v.to_owned()),
+            "doveadm_port" => {
+                g.doveadm_port = Some(
+                    u16::try_from(number(k)?)
+                        .map_err(|_| Error::Config(format!("doveadm_port {v} is too large")))?,
+                )
+            }
+            "ssl_client_ca_file" => g.ssl_client_ca_file = Some(v.to_owned()),
+            "ssl_cert" => g.ssl_cert = Some(v.to_owned()),
+            "ssl_key" => g.ssl_key = Some(v.to_owned()),
+            "server_max_sessions" => g.max_sessions = number(k)?.max(1) as usize,
             _ => return Err(Error::Config(format!("unknown setting {k:?}"))),
         }
     }
@@ -151,20 +224,88 @@ fn settings(options: &[String]) -> Result<GlobalSettings> {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     let global = settings(&cli.options)?;
-    let (common, backup, one_way) = match cli.command {
-        Command::Sync(a) => (a.common, false, a.one_way),
-        Command::Backup(a) => (a.common, true, false),
+    match cli.command {
+        Command::Sync(a) => sync(global, a.common, false, a.one_way),
+        Command::Backup(a) => sync(global, a.common, true, false),
+        Command::DsyncServer(a) => server(global, a),
+    }
+}
+
+/// `%u`: the -u user, else the login name, as doveadm takes it.
+fn user_of(given: Option<String>) -> String {
+    given
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "root".to_owned())
+}
+
+fn wire_of(timeout: u64, rawlog: Option<&std::path::Path>) -> Result<remote::Wire> {
+    let rawlog = match rawlog {
+        Some(p) => Some(
+            RawLog::create(p)
+                .map_err(|e| Error::io(format!("creating raw log {}", p.display()), e))?,
+        ),
+        None => None,
     };
-    let local_text = global.mail_location.ok_or_else(|| {
+    Ok(remote::Wire {
+        timeout: std::time::Duration::from_secs(timeout.max(1)),
+        rawlog,
+    })
+}
+
+fn server(global: GlobalSettings, args: ServerArgs) -> Result<ExitCode> {
+    let wire = wire_of(args.timeout, args.rawlog.as_deref())?;
+    let _ = (args.notify, args.legacy);
+    // Like Dovecot's autodetection, a server told no mail_location serves ~/Maildir.
+    let template = global
+        .mail_location
+        .clone()
+        .unwrap_or_else(|| "maildir:~/Maildir".to_owned());
+    match args.listen {
+        None => {
+            let user = user_of(args.user);
+            let location = remote::expand_location(&template, &user)?;
+            remote::dsync_server_stdio(&location, global.fsync, &wire)
+        }
+        Some(listen) => {
+            let password = global.doveadm_password.clone().ok_or_else(|| {
+                Error::Config("server --listen needs -o doveadm_password=SECRET".into())
+            })?;
+            let tls = match (&global.ssl_cert, &global.ssl_key) {
+                (Some(c), Some(k)) => Some(net::server_config(c, k)?),
+                (None, None) => None,
+                _ => {
+                    return Err(Error::Config("TLS needs both ssl_cert and ssl_key".into()));
+                }
+            };
+            let options = server::ListenOptions {
+                listen,
+                tls,
+                max_sessions: global.max_sessions,
+                handshake_timeout: std::time::Duration::from_secs(30),
+                shutdown_grace: std::time::Duration::from_secs(60),
+            };
+            let fsync = global.fsync;
+            server::serve(options, move |conn, peer| {
+                remote::listener_session(conn, peer, &template, &password, fsync, &wire)
+            })?;
+            Ok(ExitCode::Ok)
+        }
+    }
+}
+
+fn sync(global: GlobalSettings, common: Common, backup: bool, one_way: bool) -> Result<ExitCode> {
+    let user = user_of(common.user.clone());
+    let local_text = global.mail_location.clone().ok_or_else(|| {
         Error::Config("mail_location is not set (use -o mail_location=maildir:PATH)".into())
     })?;
+    let local_text = remote::expand_location(&local_text, &user)?;
     let local_loc = Location::parse(&local_text)?;
-    let dest_loc = Location::parse(&common.destination)?;
-    if local_loc.root == dest_loc.root {
-        return Err(Error::Usage(
-            "source and destination are the same mail location".into(),
-        ));
-    }
+    let destination = dest::parse(
+        &common.destination,
+        &global.remote_cmd,
+        &user,
+        global.doveadm_port,
+    )?;
     let source = if common.reverse {
         Role::Slave
     } else {
@@ -179,16 +320,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
     };
     // A missing source is an error, never an empty store to mirror.
     let must_exist = |role: Role| !matches!(mode, Mode::TwoWay) && role == source;
-    // The source first: when it is missing, the destination must not have been created.
-    let (mut local, mut dest) = if must_exist(Role::Slave) {
-        let dest = MaildirStore::open(&dest_loc, false, global.fsync)?;
-        let local = MaildirStore::open(&local_loc, true, global.fsync)?;
-        (local, dest)
-    } else {
-        let local = MaildirStore::open(&local_loc, !must_exist(Role::Master), global.fsync)?;
-        let dest = MaildirStore::open(&dest_loc, true, global.fsync)?;
-        (local, dest)
-    };
 
     let mut sync_type = if common.full {
         SyncType::Full
@@ -210,25 +341,118 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
     }
+    let settings = Settings {
+        mode,
+        sync_type,
+        state: saved_state,
+        mailboxes: common.mailbox.clone(),
+        excludes: common.exclude.clone(),
+    };
+    let wire = wire_of(common.timeout, common.rawlog.as_deref())?;
     let mut code = ExitCode::Ok;
-    for store in [&local, &dest] {
+    let report_scan = |store: &MaildirStore, code: &mut ExitCode| {
         for (name, e) in &store.mailbox_errors {
             eprintln!(
                 "boxsync: Error: {}: mailbox {name}: {e}",
                 boxsync_store::Store::describe(store)
             );
-            code = code.worst(e.exit_code());
+            *code = code.worst(e.exit_code());
         }
-    }
-    let settings = Settings {
-        mode,
-        sync_type,
-        state: saved_state,
-        mailboxes: common.mailbox,
-        excludes: common.exclude,
     };
-    let outcome = boxsync_brain::sync_local(&mut local, &mut dest, settings)?;
+    // The tests' switch: a local sync through the wire codec (see remote::sync_over_socketpair).
+    let wire_local = std::env::var_os("BOXSYNC_WIRE_LOCAL").is_some_and(|v| v == "1");
+    // In one process the slave's errors are already in the outcome; otherwise its finish
+    // record is all we have.
+    let slave_merged = matches!(destination, dest::Destination::Local(_)) && !wire_local;
+    let outcome = match destination {
+        dest::Destination::Local(text) => {
+            let dest_loc = Location::parse(&remote::expand_location(&text, &user)?)?;
+            if local_loc.root == dest_loc.root {
+                return Err(Error::Usage(
+                    "source and destination are the same mail location".into(),
+                ));
+            }
+            // The source first: when it is missing, the destination must not have been created.
+            let (mut local, mut dest) = if must_exist(Role::Slave) {
+                let dest = MaildirStore::open(&dest_loc, false, global.fsync)?;
+                let local = MaildirStore::open(&local_loc, true, global.fsync)?;
+                (local, dest)
+            } else {
+                let local =
+                    MaildirStore::open(&local_loc, !must_exist(Role::Master), global.fsync)?;
+                let dest = MaildirStore::open(&dest_loc, true, global.fsync)?;
+                (local, dest)
+            };
+            report_scan(&local, &mut code);
+            report_scan(&dest, &mut code);
+            if wire_local {
+                remote::sync_over_socketpair(
+                    &mut local,
+                    &mut dest,
+                    settings,
+                    &wire,
+                    &local_loc.root,
+                    &dest_loc.root,
+                )?
+            } else {
+                boxsync_brain::sync_local(&mut local, &mut dest, settings)?
+            }
+        }
+        dest::Destination::Command { argv, prefix_user } => {
+            let mut local =
+                MaildirStore::open(&local_loc, !must_exist(Role::Master), global.fsync)?;
+            report_scan(&local, &mut code);
+            tracing::debug!("running {argv:?}");
+            let (link, process) = command::spawn(
+                &argv,
+                prefix_user.as_deref(),
+                format!("boxsync: dsync-remote({user})"),
+                wire.options(&local_loc.root),
+            )?;
+            let outcome = remote::run_master(&mut local, link, settings);
+            match outcome {
+                Ok(o) => {
+                    match process.wait(std::time::Duration::from_secs(30)) {
+                        Ok(Some(0)) => {}
+                        Ok(Some(c)) => tracing::debug!("the remote command exited with {c}"),
+                        Ok(None) => tracing::debug!("the remote command was killed by a signal"),
+                        Err(e) => tracing::warn!("{e}"),
+                    }
+                    o
+                }
+                Err(e) => {
+                    process.kill();
+                    return Err(e);
+                }
+            }
+        }
+        dest::Destination::Tcp { host, port, tls } => {
+            let mut local =
+                MaildirStore::open(&local_loc, !must_exist(Role::Master), global.fsync)?;
+            report_scan(&local, &mut code);
+            let ca = global
+                .ssl_client_ca_file
+                .as_deref()
+                .map(std::path::Path::new);
+            let mut conn = net::connect(&host, port, tls.then_some(ca), wire.timeout)?;
+            conn.set_read_timeout(Some(wire.timeout));
+            doveadm::client_handshake(
+                &mut conn,
+                &user,
+                global.doveadm_password.as_deref(),
+                wire.rawlog.as_ref(),
+            )?;
+            conn.set_read_timeout(None);
+            let link = remote::tcp_link(conn, wire.options(&local_loc.root))?;
+            remote::run_master(&mut local, link, settings)?
+        }
+    };
     for e in &outcome.errors {
+        eprintln!("boxsync: Error: {e}");
+    }
+    if let Some(e) = &outcome.remote_error
+        && !slave_merged
+    {
         eprintln!("boxsync: Error: {e}");
     }
     tracing::info!(

@@ -2,6 +2,7 @@
 //! `doveadm sync` / `doveadm backup`.
 
 mod cli;
+mod remote;
 
 fn main() {
     let code = cli::main();

@@ -13,8 +13,22 @@ use std::process::Command;
 pub use dovecot::{Dovecot, FetchRow, dovecot_available, dovecot_or_skip, parse_tab};
 
 /// The `boxsync` binary built by Cargo for this test run.
+///
+/// With `BOXSYNC_TEST_WIRE=1` in the tests' environment (the second pass of `scripts/test`),
+/// every local sync it runs puts its two brains on the two ends of a socket pair, talking
+/// through the dsync wire codec, instead of the in-process channel: the same tests then
+/// check the wire.
 pub fn boxsync() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_boxsync"))
+    let mut c = Command::new(env!("CARGO_BIN_EXE_boxsync"));
+    if wire_mode() {
+        c.env("BOXSYNC_WIRE_LOCAL", "1");
+    }
+    c
+}
+
+/// Whether this test run checks the wire (see [`boxsync`]).
+pub fn wire_mode() -> bool {
+    std::env::var_os("BOXSYNC_TEST_WIRE").is_some_and(|v| v == "1")
 }
 
 /// A temporary directory, removed on drop, that Dovecot's mail uid may enter (mode 0755).

@@ -1,0 +1,368 @@
+//! Syncs whose other store is not in this process: the master over a child process or a tcp
+//! connection, the far end (`dsync-server` on stdin/stdout, or one session of `server
+//! --listen`), and the in-process wire link the tests switch on.
+
+use boxsync_brain::link::Link;
+use boxsync_brain::{Mode, Outcome, Role, Settings};
+use boxsync_model::{Error, ExitCode, Result};
+use boxsync_proto::{Finish, Record};
+use boxsync_store::Location;
+use boxsync_store::maildir::MaildirStore;
+use boxsync_transport::net::Conn;
+use boxsync_transport::rawlog::RawLog;
+use boxsync_transport::{LinkOptions, StreamLink, doveadm};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Transport settings shared by both ends.
+#[derive(Clone, Debug)]
+pub struct Wire {
+    pub timeout: Duration,
+    pub rawlog: Option<RawLog>,
+}
+
+impl Wire {
+    pub fn options(&self, store_root: &Path) -> LinkOptions {
+        let mut o = LinkOptions::new(store_root.to_path_buf());
+        o.timeout = self.timeout;
+        o.rawlog = self.rawlog.clone();
+        o
+    }
+}
+
+/// Expands `%u` (user), `%n` (its local part), `%d` (its domain) and `%%` in a mail location.
+pub fn expand_location(template: &str, user: &str) -> Result<String> {
+    let (local, domain) = user.split_once('@').unwrap_or((user, ""));
+    let mut out = String::new();
+    let mut chars = template.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('u') => out.push_str(user),
+            Some('n') => out.push_str(local),
+            Some('d') => out.push_str(domain),
+            Some('%') => out.push('%'),
+            other => {
+                return Err(Error::Config(format!(
+                    "mail_location {template:?}: unknown variable %{}",
+                    other.map_or(String::new(), String::from)
+                )));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A user name that may go into a path: no separators, no parent references, no controls.
+pub fn check_user(user: &str) -> Result<()> {
+    let bad = user.is_empty()
+        || user.len() > 255
+        || user.contains('/')
+        || user.contains("..")
+        || user.starts_with(['.', '-', '~'])
+        || user.chars().any(char::is_control);
+    if bad {
+        return Err(Error::NoUser(format!(
+            "invalid user name {:?}",
+            user.chars().take(80).collect::<String>()
+        )));
+    }
+    Ok(())
+}
+
+/// Runs the master brain over `link`, then closes it and collects what the far end said.
+pub fn run_master(
+    store: &mut MaildirStore,
+    mut link: StreamLink,
+    settings: Settings,
+) -> Result<Outcome> {
+    let result = boxsync_brain::run(Role::Master, store, &mut link, Some(settings));
+    let send_errors = link.send_errors();
+    let closed = link.finish();
+    let mut outcome = result?;
+    if let Err(e) = closed {
+        tracing::debug!("closing the link: {e}");
+    }
+    for e in send_errors {
+        outcome.exit = Some(outcome.exit.unwrap_or(ExitCode::Ok).worst(e.exit_code()));
+        outcome.errors.push(e.to_string());
+    }
+    Ok(outcome)
+}
+
+/// The slave's whole session on one link: learns the mode from the master's handshake,
+/// opens (or creates) the user's store accordingly, and syncs. Failures go to the master in
+/// a finish record, and are returned for our own log.
+pub fn serve_dsync(
+    mut link: StreamLink,
+    location: &str,
+    fsync: bool,
+) -> (Result<Outcome>, Vec<String>) {
+    let store = (|| {
+        let mode = match link.peek()? {
+            Record::Handshake(h) => boxsync_brain::settings_of(h).mode,
+            other => {
+                return Err(Error::data(format!(
+                    "dsync protocol error: expected the handshake, got {}",
+                    other.letter()
+                )));
+            }
+        };
+        let is_source = matches!(
+            mode,
+            Mode::Backup {
+                source: Role::Slave
+            } | Mode::OneWay {
+                source: Role::Slave
+            }
+        );
+        let loc = Location::parse(location)?;
+        MaildirStore::open(&loc, !is_source, fsync)
+    })();
+    let mut store = match store {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = link.send(Record::Finish(Finish {
+                error: Some(e.to_string()),
+                mail_error: boxsync_brain::mail_error_of(e.exit_code()),
+                require_full_resync: false,
+            }));
+            let _ = link.finish();
+            return (Err(e), Vec::new());
+        }
+    };
+    let mut messages: Vec<String> = store
+        .mailbox_errors
+        .iter()
+        .map(|(name, e)| format!("mailbox {name}: {e}"))
+        .collect();
+    let result = boxsync_brain::run(Role::Slave, &mut store, &mut link, None);
+    let closed = link.finish();
+    if let Ok(o) = &result {
+        messages.extend(o.errors.iter().cloned());
+    }
+    if let Err(e) = closed {
+        tracing::debug!("closing the link: {e}");
+    }
+    (result, messages)
+}
+
+/// Where spooled bodies go for a store at `location`.
+pub fn spool_root(location: &str) -> PathBuf {
+    Location::parse(location)
+        .map(|l| l.root)
+        .unwrap_or_else(|_| std::env::temp_dir())
+}
+
+/// `dsync-server` on stdin/stdout.
+pub fn dsync_server_stdio(location: &str, fsync: bool, wire: &Wire) -> Result<ExitCode> {
+    use std::os::fd::AsFd;
+    let stdin = std::io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| Error::temp(format!("stdin: {e}")))?;
+    let stdout = std::io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| Error::temp(format!("stdout: {e}")))?;
+    let link = StreamLink::new(
+        std::fs::File::from(stdin),
+        std::fs::File::from(stdout),
+        || {},
+        wire.options(&spool_root(location)),
+    );
+    let (result, messages) = serve_dsync(link, location, fsync);
+    for m in &messages {
+        eprintln!("boxsync: Error: {m}");
+    }
+    let outcome = result?;
+    Ok(outcome.exit_code())
+}
+
+/// One session of `server --listen`: authenticate, map the user to a store, sync.
+pub fn listener_session(
+    mut conn: Conn,
+    peer: std::net::SocketAddr,
+    template: &str,
+    password: &str,
+    fsync: bool,
+    wire: &Wire,
+) {
+    conn.set_read_timeout(Some(Duration::from_secs(30)));
+    let request = match doveadm::server_handshake(&mut conn, password, wire.rawlog.as_ref()) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!("{peer}: {e}");
+            return;
+        }
+    };
+    conn.set_read_timeout(None);
+    let (read, write) = match conn.try_clone() {
+        Ok(w) => (conn, w),
+        Err(e) => {
+            tracing::warn!("{peer}: {e}");
+            return;
+        }
+    };
+    let closer = match write.try_clone() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!("{peer}: {e}");
+            return;
+        }
+    };
+    let (mux, log) = doveadm::multiplex(write);
+    let location = check_user(&request.user)
+        .and_then(|()| {
+            if request.command == "dsync-server" {
+                Ok(())
+            } else {
+                Err(Error::Usage(format!(
+                    "command {:?} is not served here (only dsync-server)",
+                    request.command
+                )))
+            }
+        })
+        .and_then(|()| expand_location(template, &request.user));
+    let spool = location
+        .as_deref()
+        .map(spool_root)
+        .unwrap_or_else(|_| std::env::temp_dir());
+    let link = StreamLink::new(
+        read,
+        mux,
+        move || closer.shutdown_write(),
+        wire.options(&spool),
+    );
+    let location = match location {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!("{peer}: user {:?}: {e}", request.user);
+            refuse(link, &e);
+            return;
+        }
+    };
+    tracing::info!("{peer}: dsync for user {} at {location}", request.user);
+    let (result, messages) = serve_dsync(link, &location, fsync);
+    for m in &messages {
+        tracing::warn!("{peer}: user {}: {m}", request.user);
+        log.line(&format!("Error: {m}"));
+    }
+    match result {
+        Ok(o) => tracing::info!(
+            "{peer}: user {}: done, saved {} messages, expunged {}",
+            request.user,
+            o.saved,
+            o.expunged
+        ),
+        Err(e) => {
+            tracing::warn!("{peer}: user {}: {e}", request.user);
+            log.line(&format!("Error: {e}"));
+        }
+    }
+}
+
+/// Tells the master why this session cannot sync, in place of the slave's handshake.
+fn refuse(mut link: StreamLink, e: &Error) {
+    let _ = link.send(Record::Finish(Finish {
+        error: Some(e.to_string()),
+        mail_error: boxsync_brain::mail_error_of(e.exit_code()),
+        require_full_resync: false,
+    }));
+    let _ = link.finish();
+}
+
+/// The tests' switch (`BOXSYNC_WIRE_LOCAL=1`): a local sync whose two brains talk through the
+/// wire codec over a socket pair, the destination's brain on its own thread as a
+/// `dsync-server` would run it; only what crosses the wire reaches the master.
+pub fn sync_over_socketpair(
+    local: &mut MaildirStore,
+    dest: &mut MaildirStore,
+    settings: Settings,
+    wire: &Wire,
+    local_root: &Path,
+    dest_root: &Path,
+) -> Result<Outcome> {
+    let (a, b) =
+        UnixStream::pair().map_err(|e| Error::temp(format!("creating a socket pair: {e}")))?;
+    let link_a = stream_link(a, wire.options(local_root))?;
+    let mut link_b = stream_link(b, wire.options(dest_root))?;
+    std::thread::scope(|scope| {
+        let slave = scope.spawn(move || {
+            let result = boxsync_brain::run(Role::Slave, dest, &mut link_b, None);
+            let _ = link_b.finish();
+            if let Ok(o) = &result {
+                for e in &o.errors {
+                    eprintln!("boxsync: dsync-remote: Error: {e}");
+                }
+            }
+        });
+        let outcome = run_master(local, link_a, settings);
+        let _ = slave.join();
+        outcome
+    })
+}
+
+fn stream_link(s: UnixStream, options: LinkOptions) -> Result<StreamLink> {
+    let dup = |s: &UnixStream| {
+        s.try_clone()
+            .map_err(|e| Error::temp(format!("duplicating a socket: {e}")))
+    };
+    let write = dup(&s)?;
+    let closer = dup(&s)?;
+    Ok(StreamLink::new(
+        s,
+        write,
+        move || {
+            let _ = closer.shutdown(std::net::Shutdown::Write);
+        },
+        options,
+    ))
+}
+
+/// A link over a tcp/tls connection to a doveadm-protocol server, after the handshake.
+pub fn tcp_link(conn: Conn, options: LinkOptions) -> Result<StreamLink> {
+    let write = conn.try_clone()?;
+    let closer = conn.try_clone()?;
+    let read = doveadm::MultiplexReader::new(conn, "boxsync: dsync-remote".into());
+    Ok(StreamLink::new(
+        read,
+        write,
+        move || closer.shutdown_write(),
+        options,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_expand_user_parts() {
+        assert_eq!(
+            expand_location("maildir:/srv/%d/%n/Maildir", "bob@example.org").unwrap(),
+            "maildir:/srv/example.org/bob/Maildir"
+        );
+        assert_eq!(
+            expand_location("maildir:/srv/mail/%u", "alice").unwrap(),
+            "maildir:/srv/mail/alice"
+        );
+        assert!(expand_location("maildir:/x/%z", "a").is_err());
+    }
+
+    #[test]
+    fn users_cannot_escape_their_store() {
+        for bad in [
+            "", "..", "a/b", "../etc", ".hidden", "-rf", "a\nb", "~root", "x..y",
+        ] {
+            assert!(check_user(bad).is_err(), "{bad:?}");
+        }
+        for good in ["alice", "bob@example.org", "a.b-c_d"] {
+            assert!(check_user(good).is_ok(), "{good:?}");
+        }
+    }
+}

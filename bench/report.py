@@ -17,6 +17,8 @@ ORDER = [
     ("initial", "boxsync"),
     ("initial", "doveadm"),
     ("initial", "mbsync"),
+    ("initial", "boxsync tcp"),
+    ("initial", "tcp server"),
     ("rerun, no changes", "boxsync"),
     ("rerun, no changes", "boxsync -s"),
     ("rerun, no changes", "doveadm"),
@@ -25,6 +27,11 @@ ORDER = [
     ("after 1% new, 1% flags", "boxsync"),
     ("after 1% new, 1% flags", "doveadm"),
     ("after 1% new, 1% flags", "mbsync"),
+    ("after 1% new, 1% flags", "boxsync tcp"),
+    ("after 1% new, 1% flags", "tcp server"),
+    ("one 200 MB message", "boxsync"),
+    ("one 200 MB message", "boxsync tcp"),
+    ("one 200 MB message", "tcp server"),
 ]
 
 # (label, job, numerator tool, denominator tool)
@@ -39,6 +46,8 @@ RATIOS = [
     ("rerun: boxsync / boxsync -s", "rerun, no changes", "boxsync", "boxsync -s"),
     ("1%/1%: doveadm / boxsync", "after 1% new, 1% flags", "doveadm", "boxsync"),
     ("1%/1%: mbsync / boxsync", "after 1% new, 1% flags", "mbsync", "boxsync"),
+    ("initial: boxsync tcp / boxsync", "initial", "boxsync tcp", "boxsync"),
+    ("1%/1%: boxsync tcp / boxsync", "after 1% new, 1% flags", "boxsync tcp", "boxsync"),
 ]
 
 

@@ -128,8 +128,9 @@ failed() {
 }
 
 # Each tool works on its own copy of the corpus: Dovecot writes its index files into the
-# source, mbsync its UID map, boxsync its index.
-tools=(boxsync)
+# source, mbsync its UID map, boxsync its index. "tcp" is boxsync syncing to a boxsync
+# server on loopback.
+tools=(boxsync tcp)
 if [ -n "$have_doveadm" ]; then tools+=(doveadm); fi
 if [ -n "$have_mbsync" ]; then tools+=(mbsync); fi
 for t in "${tools[@]}"; do
@@ -140,6 +141,39 @@ chmod 755 "$run"/*
 
 bsrc="$run/boxsync/src" bdst="$run/boxsync/dst"
 boxsync_cmd=("$boxsync" -o "mail_location=maildir:$bsrc" backup)
+
+# boxsync over tcp: a fresh `server --listen` per measured run (its peak RSS is read from
+# /proc at the end of the run and reported as "tcp server"); the user "dst" maps to
+# $run/tcp/dst.
+tsrc="$run/tcp/src" tdst="$run/tcp/dst"
+tcp_port=$((20000 + RANDOM % 20000))
+tcp_cmd=("$boxsync" -o "mail_location=maildir:$tsrc" -o doveadm_password=bench backup -u dst
+    "tcp:127.0.0.1:$tcp_port")
+tcp_server_pid=
+tcp_server_start() {
+    local root=$1
+    "$boxsync" -o "mail_location=maildir:$root/%u" -o doveadm_password=bench \
+        server --listen "127.0.0.1:$tcp_port" 2>"$run/logs/tcp-server.err" &
+    tcp_server_pid=$!
+    for _ in $(seq 100); do
+        grep -q listening "$run/logs/tcp-server.err" 2>/dev/null && return 0
+        sleep 0.05
+    done
+    say "the tcp server did not start: $(cat "$run/logs/tcp-server.err")"
+}
+# tcp_timed JOB REP ROOT COMMAND...: a measured client run against a fresh server.
+tcp_timed() {
+    local job=$1 rep=$2 root=$3
+    shift 3
+    tcp_server_start "$root"
+    timed "$job" "boxsync tcp" "$rep" "$@"
+    local hwm
+    hwm=$(awk '/VmHWM/ { print $2 }' "/proc/$tcp_server_pid/status" 2>/dev/null || echo 0)
+    kill "$tcp_server_pid" 2>/dev/null || true
+    wait "$tcp_server_pid" 2>/dev/null || true
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$job" "tcp server" "$rep" \
+        "$(tail -n 1 "$raw" | cut -f4)" "${hwm:-0}" 0 "$run/logs/tcp-server" >>"$raw"
+}
 
 if [ -n "$have_doveadm" ]; then
     dovecot_init "$run/dovecot"
@@ -184,6 +218,10 @@ for rep in $(seq "$REPEAT"); do
     rm -rf "$bdst"
     find "$bsrc" -maxdepth 1 -name 'boxsync.index.sqlite*' -delete
     timed initial boxsync "$rep" "${boxsync_cmd[@]}" "maildir:$bdst"
+
+    rm -rf "$tdst"
+    find "$tsrc" -maxdepth 1 -name 'boxsync.index.sqlite*' -delete
+    tcp_timed initial "$rep" "$run/tcp" "${tcp_cmd[@]}"
 
     if [ -n "$have_doveadm" ]; then
         rm -rf "$ddst"
@@ -253,6 +291,7 @@ for rep in $(seq "$REPEAT"); do
             --seed $((SEED * 1000 + rep)) >"$run/logs/mutate.$t.$rep" 2>&1
     done
     timed "after 1% new, 1% flags" boxsync "$rep" "${boxsync_cmd[@]}" "maildir:$bdst"
+    tcp_timed "after 1% new, 1% flags" "$rep" "$run/tcp" "${tcp_cmd[@]}"
     if [ -n "$have_doveadm" ]; then
         dovecot_prepare "$dsrc" "$ddst"
         timed "after 1% new, 1% flags" doveadm "$rep" "${doveadm_cmd[@]}" "maildir:$ddst"
@@ -260,6 +299,35 @@ for rep in $(seq "$REPEAT"); do
     if [ -n "$have_mbsync" ]; then
         timed "after 1% new, 1% flags" mbsync "$rep" "${mbsync_cmd[@]}"
     fi
+done
+
+say "one 200 MB message, locally and over tcp (memory must not grow with the message)"
+big="$WORK/big-200M"
+if [ ! -e "$big/complete" ]; then
+    rm -rf "$big"
+    python3 - "$big/Maildir" <<'PY'
+import os, sys
+root = sys.argv[1]
+for d in ("cur", "new", "tmp"):
+    os.makedirs(os.path.join(root, d), exist_ok=True)
+line = (b"0123456789abcdefghijklmnopqrstuvwxyz" * 2)[:70] + b"\n"
+head = b"From: big@example.org\nSubject: 200 MB\nMessage-ID: <big@bench>\n\n"
+n = (200 * 1000 * 1000 - len(head)) // len(line)
+with open(os.path.join(root, "cur", "1700000000.M1P1.bench:2,S"), "wb") as f:
+    f.write(head)
+    for i in range(n):
+        f.write(line)
+PY
+    touch "$big/complete"
+fi
+for rep in $(seq "$REPEAT"); do
+    rm -rf "$run/big" && mkdir -p "$run/big" && cp -a "$big/Maildir" "$run/big/src"
+    timed "one 200 MB message" boxsync "$rep" "$boxsync" -o "mail_location=maildir:$run/big/src" \
+        backup "maildir:$run/big/local"
+    rm -f "$run/big/src"/boxsync.index.sqlite*
+    tcp_timed "one 200 MB message" "$rep" "$run/big" "$boxsync" \
+        -o "mail_location=maildir:$run/big/src" -o doveadm_password=bench backup -u dst \
+        "tcp:127.0.0.1:$tcp_port"
 done
 
 # --- report ----------------------------------------------------------------------------------

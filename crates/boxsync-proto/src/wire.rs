@@ -1047,6 +1047,9 @@ fn encode_handshake(h: &Handshake, out: &mut Vec<u8>) {
             &nested_list(&h.exclude_mailboxes),
         );
     }
+    // Our brains ask for every body they want with R records; without this flag a Dovecot
+    // peer sends bodies unasked and waits for ours the same way. (Keys go in schema order.)
+    w.flag(key!(HANDSHAKE, "send_mail_requests"), true);
     // Dovecot names the backup direction from the receiving side: a master that is the backup
     // source sends `backup_recv` (see backup.rawlog). Our fields name it from the master's side.
     w.flag(key!(HANDSHAKE, "backup_send"), h.backup_recv);
@@ -1798,7 +1801,7 @@ mod tests {
         };
         let line = encoded(&Record::Handshake(h.clone()));
         let mut want =
-            b"Hh\t\x02\tINBOX\t\x02\tf\t\x02\t\x02\tTrash\x01tSpam*\t\x02\t\x02\t".to_vec();
+            b"Hh\t\x02\tINBOX\t\x02\tf\t\x02\t\x02\tTrash\x01tSpam*\t\t\x02\t".to_vec();
         want.extend_from_slice(b"\t\x02".repeat(14).as_slice());
         want.extend_from_slice(b"\tINBOX\x01ta\x011tb\n");
         assert_eq!(

@@ -757,9 +757,27 @@ fn sync_mailbox(
                 || b.content_digest.is_none()
                 || a.content_digest == b.content_digest)
     };
+    // A peer without the content digest is Dovecot: both sides must take the same decision,
+    // so follow its rule (dsync_boxes_need_sync): skip only a fast sync whose six counters
+    // are all equal.
+    let dovecot_peer = master_b.content_digest.is_none() || slave_b.content_digest.is_none();
+    if dovecot_peer && !matches!(settings.mode, Mode::TwoWay) {
+        // Dovecot's backup conversation is one-sided (the receiver sends no changes), which
+        // these brains do not speak yet: stop before anything is written rather than wait.
+        return Err(Error::data(
+            "backup and sync -1 with Dovecot's dsync on the other end are not supported yet \
+             (two-way sync is); run boxsync on both ends for a backup",
+        ));
+    }
     let skip = match (settings.sync_type, state) {
         (SyncType::Full, _) => false,
+        (SyncType::State, _) if dovecot_peer => false,
         (SyncType::State, Some(s)) => matches_state(master_b, s) && matches_state(slave_b, s),
+        _ if dovecot_peer => {
+            same(master_b, slave_b)
+                && master_b.first_recent_uid == slave_b.first_recent_uid
+                && master_b.highest_pvt_modseq == slave_b.highest_pvt_modseq
+        }
         _ => same(master_b, slave_b),
     };
     if skip {
@@ -786,6 +804,11 @@ fn sync_mailbox(
             "mailbox {name}: the saved state is older than the mailbox, doing a full sync of it"
         );
     }
+
+    // A: mailbox attributes. boxsync keeps none, but Dovecot's conversation has an attribute
+    // list before the changes, so both sides send an empty one and skip what they receive.
+    link.send(Record::End)?;
+    recv_list(link, "attribute list end", Err::<(), _>)?;
 
     // C: both lists. A stateful backup's source reads the destination's list first: mail the
     // destination lost since the last sync is unchanged on the source, so not in its list,
@@ -995,10 +1018,16 @@ fn sync_mailbox(
             match link.recv()? {
                 Record::Mail(mail) => {
                     received_mail += 1;
-                    let Some(saves) = wanted.get(&mail.uid) else {
+                    // Dovecot names a mail by its GUID alone and leaves the UID unset.
+                    let saves = if mail.uid == 0 {
+                        wanted.values().find(|s| s[0].1 == mail.guid)
+                    } else {
+                        wanted.get(&mail.uid)
+                    };
+                    let Some(saves) = saves else {
                         return Err(protocol(format!(
-                            "remote sent mail UID {} that was not requested",
-                            mail.uid
+                            "remote sent mail UID {} ({}) that was not requested",
+                            mail.uid, mail.guid
                         )));
                     };
                     let Some(body) = mail.body else {

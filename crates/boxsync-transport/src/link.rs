@@ -489,3 +489,121 @@ fn read_body<R: BufRead>(r: &mut R, options: &LinkOptions) -> Result<SpooledBody
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use boxsync_proto::Mail;
+    use boxsync_proto::wire::DotEncoder;
+
+    /// A link whose peer "sent" `bytes` and then closed; what we send is discarded.
+    fn link_reading(bytes: Vec<u8>, options: LinkOptions) -> StreamLink {
+        StreamLink::new(std::io::Cursor::new(bytes), std::io::sink(), || {}, options)
+    }
+
+    fn mail_line(guid: &str, uid: u32) -> Vec<u8> {
+        struct NoBody;
+        impl MailBody for NoBody {
+            fn open(&self) -> std::io::Result<Box<dyn Read + Send>> {
+                Ok(Box::new(std::io::empty()))
+            }
+        }
+        let mut line = Vec::new();
+        wire::encode(
+            &Record::Mail(Mail {
+                guid: guid.into(),
+                uid,
+                pop3_uidl: None,
+                pop3_order: None,
+                received_date: 1_700_000_000,
+                saved_date: 0,
+                body: Some(Box::new(NoBody)),
+            }),
+            &mut line,
+        );
+        line
+    }
+
+    fn stuffed(body: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut enc = DotEncoder::new();
+        enc.encode(body, &mut out);
+        enc.finish(&mut out);
+        out
+    }
+
+    fn options(dir: &Path) -> LinkOptions {
+        let mut o = LinkOptions::new(dir.to_path_buf());
+        o.timeout = Duration::from_secs(5);
+        o
+    }
+
+    #[test]
+    fn bodies_arrive_whole_in_memory_or_spooled() {
+        let dir = tempfile::tempdir().unwrap();
+        let small = b"Subject: small\n\n.leading dot\n".to_vec();
+        let big: Vec<u8> = (0..300_000u32).map(|i| b"abc\n."[(i % 5) as usize]).collect();
+        let mut bytes = wire::preamble();
+        for (uid, body) in [(1, &small), (2, &big)] {
+            bytes.extend(mail_line("g", uid));
+            bytes.extend(stuffed(body));
+        }
+        let mut link = link_reading(bytes, options(dir.path()));
+        for (uid, body) in [(1, &small), (2, &big)] {
+            let Record::Mail(m) = link.recv().unwrap() else {
+                panic!("not a mail")
+            };
+            assert_eq!(m.uid, uid);
+            let b = m.body.expect("a body");
+            assert_eq!(b.local_path().is_some(), uid == 2, "only big bodies are spooled");
+            let mut got = Vec::new();
+            b.open().unwrap().read_to_end(&mut got).unwrap();
+            assert!(got == *body, "body of UID {uid} differs");
+        }
+        // Spool files go when their records do.
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[test]
+    fn an_unterminated_body_is_an_error_not_a_hang() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = wire::preamble();
+        bytes.extend(mail_line("g", 1));
+        bytes.extend_from_slice(b"Subject: cut\n\nno end in sight\n");
+        let mut link = link_reading(bytes, options(dir.path()));
+        let e = link.recv().unwrap_err();
+        assert!(e.to_string().contains("unterminated"), "{e}");
+        assert_eq!(e.exit_code(), boxsync_model::ExitCode::TempFail);
+    }
+
+    #[test]
+    fn a_body_over_the_limit_is_a_protocol_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = wire::preamble();
+        bytes.extend(mail_line("1700000000.M1P1.h,S=99999999999,W=99999999999", 1));
+        bytes.extend(stuffed(&vec![b'x'; 500_000]));
+        let mut o = options(dir.path());
+        o.max_body = 100_000;
+        let mut link = link_reading(bytes, o);
+        let e = link.recv().unwrap_err();
+        assert!(e.to_string().contains("larger than 100000"), "{e}");
+        assert_eq!(e.exit_code(), boxsync_model::ExitCode::DataErr);
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert!(left.is_empty(), "the partial spool file is removed: {left:?}");
+    }
+
+    #[test]
+    fn a_silent_peer_times_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let mut o = options(dir.path());
+        o.timeout = Duration::from_millis(300);
+        let w = a.try_clone().unwrap();
+        let mut link = StreamLink::new(a, w, || {}, o);
+        let started = std::time::Instant::now();
+        let e = link.recv().unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(3));
+        assert!(e.to_string().contains("-T"), "{e}");
+    }
+}

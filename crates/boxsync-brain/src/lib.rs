@@ -55,6 +55,8 @@ pub struct Settings {
     pub mailboxes: Vec<String>,
     /// `-x`: leave these alone (`*` and `?` wildcards).
     pub excludes: Vec<String>,
+    /// `-l`: seconds to wait for the user's sync lock; 0 for no lock.
+    pub lock_timeout: u32,
 }
 
 /// What a brain reports at the end.
@@ -301,6 +303,7 @@ fn handshake_of(settings: &Settings) -> Handshake {
         no_backup_overwrite,
         sync_boxes: settings.mailboxes.clone(),
         exclude_mailboxes: settings.excludes.clone(),
+        lock_timeout: settings.lock_timeout,
     }
 }
 
@@ -324,6 +327,7 @@ pub fn settings_of(h: &Handshake) -> Settings {
         state: None,
         mailboxes: h.sync_boxes.clone(),
         excludes: h.exclude_mailboxes.clone(),
+        lock_timeout: h.lock_timeout,
     }
 }
 
@@ -335,11 +339,15 @@ fn run_inner(
     outcome: &mut Outcome,
 ) -> Result<()> {
     // Handshake.
+    let peer_host;
     let mut settings = match (role, settings) {
         (Role::Master, Some(s)) => {
             link.send(Record::Handshake(handshake_of(&s)))?;
             match link.recv()? {
-                Record::Handshake(_) => s,
+                Record::Handshake(h) => {
+                    peer_host = h.hostname;
+                    s
+                }
                 r => return Err(unexpected(r, "handshake")),
             }
         }
@@ -352,12 +360,28 @@ fn run_inner(
                 no_backup_overwrite: false,
                 sync_boxes: Vec::new(),
                 exclude_mailboxes: Vec::new(),
+                lock_timeout: 0,
             }))?;
             match link.recv()? {
-                Record::Handshake(h) => settings_of(&h),
+                Record::Handshake(h) => {
+                    peer_host = h.hostname.clone();
+                    settings_of(&h)
+                }
                 r => return Err(unexpected(r, "handshake")),
             }
         }
+    };
+    // -l: the side whose host name sorts lower locks the user (the master when they are
+    // equal), as Dovecot decides, so that exactly one lock guards the pair.
+    let my_host = hostname();
+    let _lock = if settings.lock_timeout > 0
+        && (my_host < peer_host || (my_host == peer_host && role == Role::Master))
+    {
+        Some(store.lock_sync(std::time::Duration::from_secs(u64::from(
+            settings.lock_timeout,
+        )))?)
+    } else {
+        None
     };
 
     // States from the last sync.

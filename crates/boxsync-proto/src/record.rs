@@ -28,6 +28,9 @@ pub struct Handshake {
     pub sync_boxes: Vec<String>,
     /// `-x`: mailbox masks to leave alone.
     pub exclude_mailboxes: Vec<String>,
+    /// `-l SECS`: lock the user for the sync (0: no lock). The side with the lower host name
+    /// takes the lock, as Dovecot decides.
+    pub lock_timeout: u32,
 }
 
 /// `N.existence`.

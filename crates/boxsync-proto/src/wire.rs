@@ -1054,6 +1054,9 @@ fn encode_handshake(h: &Handshake, out: &mut Vec<u8>) {
     // source sends `backup_recv` (see backup.rawlog). Our fields name it from the master's side.
     w.flag(key!(HANDSHAKE, "backup_send"), h.backup_recv);
     w.flag(key!(HANDSHAKE, "backup_recv"), h.backup_send);
+    if h.lock_timeout > 0 {
+        w.decimal(key!(HANDSHAKE, "lock_timeout"), h.lock_timeout);
+    }
     w.flag(
         key!(HANDSHAKE, "no_backup_overwrite"),
         h.no_backup_overwrite,
@@ -1087,6 +1090,7 @@ fn decode_handshake(f: &Fields) -> Result<Handshake, WireError> {
         no_backup_overwrite: f.flag(key!(HANDSHAKE, "no_backup_overwrite")),
         sync_boxes,
         exclude_mailboxes: f.string_list(key!(HANDSHAKE, "exclude_mailboxes"))?,
+        lock_timeout: f.u32(key!(HANDSHAKE, "lock_timeout"))?.unwrap_or(0),
     })
 }
 
@@ -1798,10 +1802,10 @@ mod tests {
             no_backup_overwrite: false,
             sync_boxes: vec!["INBOX".into(), "a\tb".into()],
             exclude_mailboxes: vec!["Trash".into(), "Spam*".into()],
+            lock_timeout: 0,
         };
         let line = encoded(&Record::Handshake(h.clone()));
-        let mut want =
-            b"Hh\t\x02\tINBOX\t\x02\tf\t\x02\t\x02\tTrash\x01tSpam*\t\t\x02\t".to_vec();
+        let mut want = b"Hh\t\x02\tINBOX\t\x02\tf\t\x02\t\x02\tTrash\x01tSpam*\t\t\x02\t".to_vec();
         want.extend_from_slice(b"\t\x02".repeat(14).as_slice());
         want.extend_from_slice(b"\tINBOX\x01ta\x011tb\n");
         assert_eq!(

@@ -95,9 +95,17 @@ fn arb_handshake() -> impl Strategy<Value = Handshake> {
         any::<(bool, bool, bool)>(),
         prop::collection::vec(any::<String>(), 0..4),
         arb_list(),
+        any::<u32>(),
     )
         .prop_map(
-            |(hostname, sync_type, (backup_send, backup_recv, no_backup_overwrite), boxes, ex)| {
+            |(
+                hostname,
+                sync_type,
+                (backup_send, backup_recv, no_backup_overwrite),
+                boxes,
+                ex,
+                lock,
+            )| {
                 Handshake {
                     hostname,
                     sync_type,
@@ -106,6 +114,7 @@ fn arb_handshake() -> impl Strategy<Value = Handshake> {
                     no_backup_overwrite,
                     sync_boxes: boxes,
                     exclude_mailboxes: ex,
+                    lock_timeout: lock,
                 }
             },
         )

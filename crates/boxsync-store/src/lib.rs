@@ -110,9 +110,48 @@ pub struct WriteReport {
 }
 
 /// A store the brain can sync.
+/// `-l`: held for a whole sync so that two syncs of one user do not run at once. Released on
+/// drop (and by the kernel when the process dies).
+pub struct SyncLock {
+    _file: std::fs::File,
+}
+
+/// Takes an exclusive lock on `path`, waiting up to `timeout`.
+pub fn lock_file(path: &std::path::Path, timeout: std::time::Duration) -> Result<SyncLock> {
+    use boxsync_model::Error;
+    use boxsync_model::error::IoContext;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .ctx(|| format!("opening lock file {}", path.display()))?;
+    let start = std::time::Instant::now();
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(SyncLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) if start.elapsed() < timeout => {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(Error::temp(format!(
+                    "another sync holds {} (waited {} s, -l)",
+                    path.display(),
+                    timeout.as_secs()
+                )));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(Error::io(format!("locking {}", path.display()), e));
+            }
+        }
+    }
+}
+
 pub trait Store: Send {
     /// Where the store is, for messages.
     fn describe(&self) -> String;
+    /// `-l`: locks the whole store for one sync.
+    fn lock_sync(&self, timeout: std::time::Duration) -> Result<SyncLock>;
     fn mailboxes(&self) -> Vec<MailboxEntry>;
     fn tombstones(&self) -> Tombstones;
     /// Mailboxes that exist but could not be read (a corrupt uidlist): reported, and left

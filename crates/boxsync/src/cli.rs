@@ -99,6 +99,10 @@ struct Common {
     /// Write a raw log of the conversation with a remote destination to FILE.
     #[arg(short = 'r', value_name = "FILE")]
     rawlog: Option<std::path::PathBuf>,
+    /// Lock the user for the sync, waiting up to SECS for another sync to finish (the side
+    /// whose host name sorts lower takes the lock, as in Dovecot).
+    #[arg(short = 'l', value_name = "SECS", default_value_t = 0)]
+    lock_timeout: u32,
     /// The other store: a mail location (maildir:/backup/Maildir), remote:[LOGIN@]HOST,
     /// remoteprefix:[LOGIN@]HOST, tcp:HOST[:PORT], tcps:HOST[:PORT], or a command (several
     /// arguments, or one with a space or '/') that runs `dsync-server` on the other store.
@@ -347,6 +351,7 @@ fn sync(global: GlobalSettings, common: Common, backup: bool, one_way: bool) -> 
         state: saved_state,
         mailboxes: common.mailbox.clone(),
         excludes: common.exclude.clone(),
+        lock_timeout: common.lock_timeout,
     };
     let wire = wire_of(common.timeout, common.rawlog.as_deref())?;
     let mut code = ExitCode::Ok;
@@ -386,13 +391,12 @@ fn sync(global: GlobalSettings, common: Common, backup: bool, one_way: bool) -> 
             report_scan(&local, &mut code);
             report_scan(&dest, &mut code);
             if wire_local {
-                remote::sync_over_socketpair(
+                boxsync_transport::sync_over_socketpair(
                     &mut local,
                     &mut dest,
                     settings,
-                    &wire,
-                    &local_loc.root,
-                    &dest_loc.root,
+                    wire.options(&local_loc.root),
+                    wire.options(&dest_loc.root),
                 )?
             } else {
                 boxsync_brain::sync_local(&mut local, &mut dest, settings)?

@@ -738,3 +738,30 @@ fn a_garbage_greeting_is_refused() {
     ]));
     assert_protocol_error(&out);
 }
+
+#[test]
+fn dash_l_waits_for_the_user_lock_then_gives_up() {
+    let d = Dir::new();
+    let (a, b) = (d.join("a"), d.join("b"));
+    source(&a);
+    let mut c = boxsync();
+    local(&mut c, &a);
+    ok(run(c.args(["sync", "-l", "5"]).arg(server_cmd(&b))));
+    // Another sync of the same user holds the lock (both hosts are this one: the master
+    // locks, in its own store).
+    let lock = a.join("boxsync-sync.lock");
+    assert!(lock.exists());
+    let holder = std::fs::OpenOptions::new().write(true).open(&lock).unwrap();
+    holder.lock().unwrap();
+    let started = std::time::Instant::now();
+    let mut c = boxsync();
+    local(&mut c, &a);
+    let out = run(c.args(["sync", "-l", "1"]).arg(server_cmd(&b)));
+    drop(holder);
+    assert_eq!(code(&out), 75, "{}", describe(&out));
+    assert!(stderr(&out).contains("another sync holds"), "{}", describe(&out));
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let mut c = boxsync();
+    local(&mut c, &a);
+    ok(run(c.args(["sync", "-l", "1"]).arg(server_cmd(&b))));
+}

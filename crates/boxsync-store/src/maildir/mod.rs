@@ -249,6 +249,10 @@ impl Store for MaildirStore {
         format!("maildir:{}", self.location.root.display())
     }
 
+    fn lock_sync(&self, timeout: std::time::Duration) -> Result<crate::SyncLock> {
+        crate::lock_file(&self.location.index_dir.join("boxsync-sync.lock"), timeout)
+    }
+
     fn mailboxes(&self) -> Vec<MailboxEntry> {
         let subscribed: std::collections::HashSet<&Vec<String>> =
             self.subscriptions.names.iter().collect();

@@ -8,7 +8,9 @@ pub mod dest;
 pub mod doveadm;
 pub mod link;
 pub mod net;
+pub mod pair;
 pub mod rawlog;
 pub mod server;
 
 pub use link::{LinkOptions, StreamLink};
+pub use pair::sync_over_socketpair;

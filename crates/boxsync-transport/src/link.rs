@@ -542,7 +542,9 @@ mod tests {
     fn bodies_arrive_whole_in_memory_or_spooled() {
         let dir = tempfile::tempdir().unwrap();
         let small = b"Subject: small\n\n.leading dot\n".to_vec();
-        let big: Vec<u8> = (0..300_000u32).map(|i| b"abc\n."[(i % 5) as usize]).collect();
+        let big: Vec<u8> = (0..300_000u32)
+            .map(|i| b"abc\n."[(i % 5) as usize])
+            .collect();
         let mut bytes = wire::preamble();
         for (uid, body) in [(1, &small), (2, &big)] {
             bytes.extend(mail_line("g", uid));
@@ -555,7 +557,11 @@ mod tests {
             };
             assert_eq!(m.uid, uid);
             let b = m.body.expect("a body");
-            assert_eq!(b.local_path().is_some(), uid == 2, "only big bodies are spooled");
+            assert_eq!(
+                b.local_path().is_some(),
+                uid == 2,
+                "only big bodies are spooled"
+            );
             let mut got = Vec::new();
             b.open().unwrap().read_to_end(&mut got).unwrap();
             assert!(got == *body, "body of UID {uid} differs");
@@ -581,7 +587,10 @@ mod tests {
     fn a_body_over_the_limit_is_a_protocol_error() {
         let dir = tempfile::tempdir().unwrap();
         let mut bytes = wire::preamble();
-        bytes.extend(mail_line("1700000000.M1P1.h,S=99999999999,W=99999999999", 1));
+        bytes.extend(mail_line(
+            "1700000000.M1P1.h,S=99999999999,W=99999999999",
+            1,
+        ));
         bytes.extend(stuffed(&vec![b'x'; 500_000]));
         let mut o = options(dir.path());
         o.max_body = 100_000;
@@ -590,7 +599,10 @@ mod tests {
         assert!(e.to_string().contains("larger than 100000"), "{e}");
         assert_eq!(e.exit_code(), boxsync_model::ExitCode::DataErr);
         let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
-        assert!(left.is_empty(), "the partial spool file is removed: {left:?}");
+        assert!(
+            left.is_empty(),
+            "the partial spool file is removed: {left:?}"
+        );
     }
 
     #[test]

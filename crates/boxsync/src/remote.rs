@@ -11,7 +11,6 @@ use boxsync_store::maildir::MaildirStore;
 use boxsync_transport::net::Conn;
 use boxsync_transport::rawlog::RawLog;
 use boxsync_transport::{LinkOptions, StreamLink, doveadm};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -274,54 +273,6 @@ fn refuse(mut link: StreamLink, e: &Error) {
         require_full_resync: false,
     }));
     let _ = link.finish();
-}
-
-/// The tests' switch (`BOXSYNC_WIRE_LOCAL=1`): a local sync whose two brains talk through the
-/// wire codec over a socket pair, the destination's brain on its own thread as a
-/// `dsync-server` would run it; only what crosses the wire reaches the master.
-pub fn sync_over_socketpair(
-    local: &mut MaildirStore,
-    dest: &mut MaildirStore,
-    settings: Settings,
-    wire: &Wire,
-    local_root: &Path,
-    dest_root: &Path,
-) -> Result<Outcome> {
-    let (a, b) =
-        UnixStream::pair().map_err(|e| Error::temp(format!("creating a socket pair: {e}")))?;
-    let link_a = stream_link(a, wire.options(local_root))?;
-    let mut link_b = stream_link(b, wire.options(dest_root))?;
-    std::thread::scope(|scope| {
-        let slave = scope.spawn(move || {
-            let result = boxsync_brain::run(Role::Slave, dest, &mut link_b, None);
-            let _ = link_b.finish();
-            if let Ok(o) = &result {
-                for e in &o.errors {
-                    eprintln!("boxsync: dsync-remote: Error: {e}");
-                }
-            }
-        });
-        let outcome = run_master(local, link_a, settings);
-        let _ = slave.join();
-        outcome
-    })
-}
-
-fn stream_link(s: UnixStream, options: LinkOptions) -> Result<StreamLink> {
-    let dup = |s: &UnixStream| {
-        s.try_clone()
-            .map_err(|e| Error::temp(format!("duplicating a socket: {e}")))
-    };
-    let write = dup(&s)?;
-    let closer = dup(&s)?;
-    Ok(StreamLink::new(
-        s,
-        write,
-        move || {
-            let _ = closer.shutdown(std::net::Shutdown::Write);
-        },
-        options,
-    ))
 }
 
 /// A link over a tcp/tls connection to a doveadm-protocol server, after the handshake.

@@ -838,9 +838,22 @@ impl World {
             state,
             mailboxes: Vec::new(),
             excludes: Vec::new(),
+            lock_timeout: 0,
         };
-        let outcome = boxsync_brain::sync_local(&mut m, &mut sl, settings)
-            .map_err(|e| format!("sync {s:?} failed: {e}"))?;
+        let outcome = if std::env::var_os("BOXSYNC_TEST_WIRE").is_some_and(|v| v == "1") {
+            let options =
+                |side: Side| boxsync_transport::LinkOptions::new(self.root(side).to_path_buf());
+            boxsync_transport::sync_over_socketpair(
+                &mut m,
+                &mut sl,
+                settings,
+                options(master),
+                options(master.other()),
+            )
+        } else {
+            boxsync_brain::sync_local(&mut m, &mut sl, settings)
+        }
+        .map_err(|e| format!("sync {s:?} failed: {e}"))?;
         if !outcome.errors.is_empty() {
             return Err(format!("sync {s:?} reported errors: {:?}", outcome.errors));
         }

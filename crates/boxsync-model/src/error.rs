@@ -32,6 +32,25 @@ impl ExitCode {
         }
     }
 
+    /// The exit code for a number another boxsync reported (`-S`); unknown numbers are
+    /// temporary failures.
+    pub fn from_code(code: i32) -> ExitCode {
+        [
+            ExitCode::Ok,
+            ExitCode::Changed,
+            ExitCode::Usage,
+            ExitCode::DataErr,
+            ExitCode::NoUser,
+            ExitCode::NotFound,
+            ExitCode::TempFail,
+            ExitCode::NoPerm,
+            ExitCode::Config,
+        ]
+        .into_iter()
+        .find(|c| c.code() == code)
+        .unwrap_or(ExitCode::TempFail)
+    }
+
     /// The code that wins when several results are combined: a temporary failure
     /// overrides everything (as in doveadm), then any other failure, then "changed".
     pub fn worst(self, other: ExitCode) -> ExitCode {

@@ -87,6 +87,23 @@ pub fn client_handshake<S: Read + Write>(
     password: Option<&str>,
     log: Option<&RawLog>,
 ) -> Result<()> {
+    client_command(
+        stream,
+        user,
+        password,
+        log,
+        &["dsync-server".to_owned(), format!("-u{user}")],
+    )
+}
+
+/// The client's half for any command: `command[0]` and its arguments run as `user`.
+pub fn client_command<S: Read + Write>(
+    stream: &mut S,
+    user: &str,
+    password: Option<&str>,
+    log: Option<&RawLog>,
+    command: &[String],
+) -> Result<()> {
     write_line(stream, CLIENT_VERSION, log)?;
     let version = expect_line(stream, "the server's version", log)?;
     let mut fields = version.split('\t');
@@ -130,7 +147,15 @@ pub fn client_handshake<S: Read + Write>(
     if user.contains(['\t', '\n', '\r', '\0']) {
         return Err(Error::Usage(format!("bad user name {user:?}")));
     }
-    write_line(stream, &format!("\t{user}\tdsync-server\t-u{user}"), log)
+    if let Some(bad) = command
+        .iter()
+        .find(|a| a.contains(['\t', '\n', '\r', '\0']))
+    {
+        return Err(Error::Usage(format!(
+            "an argument with a tab or line break cannot be sent: {bad:?}"
+        )));
+    }
+    write_line(stream, &format!("\t{user}\t{}", command.join("\t")), log)
 }
 
 /// What an authenticated client asked for.
@@ -138,6 +163,8 @@ pub fn client_handshake<S: Read + Write>(
 pub struct ServerRequest {
     pub user: String,
     pub command: String,
+    /// The command's arguments, after the command name.
+    pub args: Vec<String>,
 }
 
 /// The server's half. A wrong password is answered after [`AUTH_FAILURE_DELAY`] and
@@ -193,6 +220,7 @@ pub fn server_handshake<S: Read + Write>(
     Ok(ServerRequest {
         user,
         command: fields[2].to_owned(),
+        args: fields[3..].iter().map(|a| (*a).to_owned()).collect(),
     })
 }
 
@@ -242,11 +270,12 @@ impl<R: Read> MultiplexReader<R> {
     fn relay_log(&mut self, data: &[u8]) {
         for &b in data {
             if b == b'\n' {
-                eprintln!(
-                    "{}: {}",
-                    self.prefix,
-                    String::from_utf8_lossy(&self.log_line)
-                );
+                let line = String::from_utf8_lossy(&self.log_line);
+                if self.prefix.is_empty() {
+                    eprintln!("{line}");
+                } else {
+                    eprintln!("{}: {line}", self.prefix);
+                }
                 self.log_line.clear();
             } else if self.log_line.len() < 64 * 1024 {
                 self.log_line.push(b);
@@ -381,7 +410,8 @@ mod tests {
             server.join().unwrap(),
             ServerRequest {
                 user: "alice".into(),
-                command: "dsync-server".into()
+                command: "dsync-server".into(),
+                args: vec!["-ualice".into()],
             }
         );
     }

@@ -1,11 +1,11 @@
-//! `server --listen ADDR:PORT`: accepts doveadm-protocol clients (optionally over TLS) and
+//! `server --listen ADDR:PORT|PATH`: accepts doveadm-protocol clients on tcp (optionally over
+//! TLS) or on a UNIX socket (a path: anything with a '/') and
 //! runs one session per connection on a blocking thread. A semaphore caps the sessions at
 //! once (further clients wait in the listen queue); SIGTERM or SIGINT stops accepting and
 //! lets the running sessions finish.
 
 use crate::net::{Conn, tls_accept};
 use boxsync_model::{Error, Result};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +21,7 @@ pub struct ListenOptions {
 /// Runs until SIGTERM/SIGINT. `session` runs once per accepted connection.
 pub fn serve<F>(options: ListenOptions, session: F) -> Result<()>
 where
-    F: Fn(Conn, SocketAddr) + Send + Sync + 'static,
+    F: Fn(Conn, String) + Send + Sync + 'static,
 {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -30,12 +30,8 @@ where
         .map_err(|e| Error::temp(format!("starting the listener: {e}")))?;
     let session = Arc::new(session);
     let result = rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(&options.listen)
-            .await
-            .map_err(|e| Error::temp(format!("cannot listen on {}: {e}", options.listen)))?;
-        let local = listener
-            .local_addr()
-            .map_or_else(|_| options.listen.clone(), |a| a.to_string());
+        let listener = Listener::bind(&options.listen).await?;
+        let local = listener.describe();
         tracing::warn!(
             "listening on {local}{}",
             if options.tls.is_some() { " (TLS)" } else { "" }
@@ -57,7 +53,7 @@ where
                     Err(_) => break,
                 },
             };
-            let (tcp, peer) = tokio::select! {
+            let (accepted, peer) = tokio::select! {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
                 a = listener.accept() => match a {
@@ -68,24 +64,38 @@ where
                     }
                 },
             };
-            let _ = tcp.set_nodelay(true);
             let session = session.clone();
             let acceptor = acceptor.clone();
             let timeout = options.handshake_timeout;
             sessions.spawn(async move {
-                let conn = match acceptor {
-                    Some(acceptor) => match tls_accept(tcp, acceptor, timeout).await {
-                        Ok(unix) => Conn::Unix(unix),
-                        Err(e) => {
-                            tracing::warn!("{peer}: TLS handshake failed: {e}");
-                            return;
+                let conn = match (accepted, acceptor) {
+                    (Accepted::Tcp(tcp), Some(acceptor)) => {
+                        match tls_accept(tcp, acceptor, timeout).await {
+                            Ok(unix) => Conn::Unix(unix),
+                            Err(e) => {
+                                tracing::warn!("{peer}: TLS handshake failed: {e}");
+                                return;
+                            }
                         }
-                    },
-                    None => match tcp.into_std().and_then(|s| {
+                    }
+                    (Accepted::Tcp(tcp), None) => {
+                        let _ = tcp.set_nodelay(true);
+                        match tcp.into_std().and_then(|s| {
+                            s.set_nonblocking(false)?;
+                            Ok(s)
+                        }) {
+                            Ok(s) => Conn::Tcp(s),
+                            Err(e) => {
+                                tracing::warn!("{peer}: {e}");
+                                return;
+                            }
+                        }
+                    }
+                    (Accepted::Unix(u), _) => match u.into_std().and_then(|s| {
                         s.set_nonblocking(false)?;
                         Ok(s)
                     }) {
-                        Ok(s) => Conn::Tcp(s),
+                        Ok(s) => Conn::Unix(s),
                         Err(e) => {
                             tracing::warn!("{peer}: {e}");
                             return;
@@ -98,7 +108,7 @@ where
             // Reap finished sessions as we go.
             while sessions.try_join_next().is_some() {}
         }
-        drop(listener);
+        listener.close();
         if !sessions.is_empty() {
             tracing::warn!(
                 "shutting down: waiting up to {} s for {} running session(s)",
@@ -119,4 +129,63 @@ where
     // Sessions past the grace period are abandoned: every write they made so far is durable.
     rt.shutdown_timeout(Duration::from_millis(100));
     result
+}
+
+enum Listener {
+    Tcp(tokio::net::TcpListener),
+    Unix(tokio::net::UnixListener, std::path::PathBuf),
+}
+
+enum Accepted {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+impl Listener {
+    async fn bind(listen: &str) -> Result<Listener> {
+        if listen.contains('/') {
+            let path = std::path::PathBuf::from(listen);
+            // A socket file left by a server that died; a live one answers connects.
+            if std::os::unix::net::UnixStream::connect(&path).is_err() {
+                let _ = std::fs::remove_file(&path);
+            }
+            let l = tokio::net::UnixListener::bind(&path)
+                .map_err(|e| Error::temp(format!("cannot listen on {listen}: {e}")))?;
+            // Whoever may reach the socket still has to authenticate.
+            return Ok(Listener::Unix(l, path));
+        }
+        tokio::net::TcpListener::bind(listen)
+            .await
+            .map(Listener::Tcp)
+            .map_err(|e| Error::temp(format!("cannot listen on {listen}: {e}")))
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Listener::Tcp(l) => l
+                .local_addr()
+                .map_or_else(|_| "?".to_owned(), |a| a.to_string()),
+            Listener::Unix(_, p) => p.display().to_string(),
+        }
+    }
+
+    async fn accept(&self) -> std::io::Result<(Accepted, String)> {
+        match self {
+            Listener::Tcp(l) => {
+                let (s, peer) = l.accept().await?;
+                Ok((Accepted::Tcp(s), peer.to_string()))
+            }
+            Listener::Unix(l, p) => {
+                let (s, _) = l.accept().await?;
+                Ok((Accepted::Unix(s), format!("unix:{}", p.display())))
+            }
+        }
+    }
+
+    fn close(self) {
+        if let Listener::Unix(l, p) = self {
+            drop(l);
+            let _ = std::fs::remove_file(p);
+        }
+    }
 }

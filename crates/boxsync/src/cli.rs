@@ -10,6 +10,7 @@ use boxsync_store::maildir::MaildirStore;
 use boxsync_transport::rawlog::RawLog;
 use boxsync_transport::{command, dest, doveadm, net, server};
 use clap::{Args, Parser, Subcommand};
+use std::io::Write;
 
 /// Keeps two mail stores identical: two-way merge, one-way mirror, or one-way merge.
 /// A reimplementation of Dovecot's dsync; exit codes are doveadm's (0 ok, 2 changed during sync:
@@ -99,6 +100,11 @@ struct Common {
     /// Write a raw log of the conversation with a remote destination to FILE.
     #[arg(short = 'r', value_name = "FILE")]
     rawlog: Option<std::path::PathBuf>,
+    /// Run the whole command on a boxsync listener (`server --listen`) at a UNIX socket PATH
+    /// or HOST:PORT instead of here, authenticating with doveadm_password. Its destination
+    /// must be remote (remote:, tcp:, tcps:); the listener syncs the user's own store.
+    #[arg(short = 'S', value_name = "PATH|HOST:PORT")]
+    server: Option<String>,
     /// Lock the user for the sync, waiting up to SECS for another sync to finish (the side
     /// whose host name sorts lower takes the lock, as in Dovecot).
     #[arg(short = 'l', value_name = "SECS", default_value_t = 0)]
@@ -163,6 +169,7 @@ pub fn main() -> i32 {
     }
 }
 
+#[derive(Clone)]
 struct GlobalSettings {
     mail_location: Option<String>,
     fsync: bool,
@@ -229,8 +236,22 @@ fn settings(options: &[String]) -> Result<GlobalSettings> {
 fn run(cli: Cli) -> Result<ExitCode> {
     let global = settings(&cli.options)?;
     match cli.command {
-        Command::Sync(a) => sync(global, a.common, false, a.one_way),
-        Command::Backup(a) => sync(global, a.common, true, false),
+        Command::Sync(a) => sync(
+            global,
+            a.common,
+            false,
+            a.one_way,
+            &mut std::io::stdout(),
+            &mut std::io::stderr(),
+        ),
+        Command::Backup(a) => sync(
+            global,
+            a.common,
+            true,
+            false,
+            &mut std::io::stdout(),
+            &mut std::io::stderr(),
+        ),
         Command::DsyncServer(a) => server(global, a),
     }
 }
@@ -289,15 +310,31 @@ fn server(global: GlobalSettings, args: ServerArgs) -> Result<ExitCode> {
                 shutdown_grace: std::time::Duration::from_secs(60),
             };
             let fsync = global.fsync;
+            let command_template = template.clone();
+            let runner: Box<remote::CommandRunner> =
+                Box::new(move |user, command, args, out, err| {
+                    serve_command(&global, &command_template, user, command, args, out, err)
+                });
             server::serve(options, move |conn, peer| {
-                remote::listener_session(conn, peer, &template, &password, fsync, &wire)
+                remote::listener_session(conn, peer, &template, &password, fsync, &wire, &*runner)
             })?;
             Ok(ExitCode::Ok)
         }
     }
 }
 
-fn sync(global: GlobalSettings, common: Common, backup: bool, one_way: bool) -> Result<ExitCode> {
+/// Runs `sync`/`backup`; the state (with -s) goes to `out`, errors and warnings to `err`.
+fn sync(
+    global: GlobalSettings,
+    common: Common,
+    backup: bool,
+    one_way: bool,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<ExitCode> {
+    if let Some(target) = &common.server {
+        return run_on_server(&global, &common, target, out);
+    }
     let user = user_of(common.user.clone());
     let local_text = global.mail_location.clone().ok_or_else(|| {
         Error::Config("mail_location is not set (use -o mail_location=maildir:PATH)".into())
@@ -355,9 +392,10 @@ fn sync(global: GlobalSettings, common: Common, backup: bool, one_way: bool) -> 
     };
     let wire = wire_of(common.timeout, common.rawlog.as_deref())?;
     let mut code = ExitCode::Ok;
-    let report_scan = |store: &MaildirStore, code: &mut ExitCode| {
+    let report_scan = |store: &MaildirStore, code: &mut ExitCode, err: &mut dyn Write| {
         for (name, e) in &store.mailbox_errors {
-            eprintln!(
+            let _ = writeln!(
+                err,
                 "boxsync: Error: {}: mailbox {name}: {e}",
                 boxsync_store::Store::describe(store)
             );
@@ -388,8 +426,8 @@ fn sync(global: GlobalSettings, common: Common, backup: bool, one_way: bool) -> 
                 let dest = MaildirStore::open(&dest_loc, true, global.fsync)?;
                 (local, dest)
             };
-            report_scan(&local, &mut code);
-            report_scan(&dest, &mut code);
+            report_scan(&local, &mut code, err);
+            report_scan(&dest, &mut code, err);
             if wire_local {
                 boxsync_transport::sync_over_socketpair(
                     &mut local,
@@ -405,7 +443,7 @@ fn sync(global: GlobalSettings, common: Common, backup: bool, one_way: bool) -> 
         dest::Destination::Command { argv, prefix_user } => {
             let mut local =
                 MaildirStore::open(&local_loc, !must_exist(Role::Master), global.fsync)?;
-            report_scan(&local, &mut code);
+            report_scan(&local, &mut code, err);
             tracing::debug!("running {argv:?}");
             let (link, process) = command::spawn(
                 &argv,
@@ -433,7 +471,7 @@ fn sync(global: GlobalSettings, common: Common, backup: bool, one_way: bool) -> 
         dest::Destination::Tcp { host, port, tls } => {
             let mut local =
                 MaildirStore::open(&local_loc, !must_exist(Role::Master), global.fsync)?;
-            report_scan(&local, &mut code);
+            report_scan(&local, &mut code, err);
             let ca = global
                 .ssl_client_ca_file
                 .as_deref()
@@ -452,12 +490,12 @@ fn sync(global: GlobalSettings, common: Common, backup: bool, one_way: bool) -> 
         }
     };
     for e in &outcome.errors {
-        eprintln!("boxsync: Error: {e}");
+        let _ = writeln!(err, "boxsync: Error: {e}");
     }
     if let Some(e) = &outcome.remote_error
         && !slave_merged
     {
-        eprintln!("boxsync: Error: {e}");
+        let _ = writeln!(err, "boxsync: Error: {e}");
     }
     tracing::info!(
         "saved {} messages ({} bytes), expunged {}, changed flags of {}",
@@ -468,7 +506,8 @@ fn sync(global: GlobalSettings, common: Common, backup: bool, one_way: bool) -> 
     );
     code = code.worst(outcome.exit_code());
     if code == ExitCode::Changed {
-        eprintln!(
+        let _ = writeln!(
+            err,
             "boxsync: Warning: Mailbox changes caused a desync. You may want to run boxsync again."
         );
     }
@@ -478,9 +517,171 @@ fn sync(global: GlobalSettings, common: Common, backup: bool, one_way: bool) -> 
         } else {
             String::new()
         };
-        println!("{text}");
+        let _ = writeln!(out, "{text}");
     }
     Ok(code)
+}
+
+/// The arguments of this process's `sync`/`backup` command, without `-S`, to run on a server.
+fn command_for_server() -> Vec<String> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut out = Vec::new();
+    let mut in_command = false;
+    let mut skip_next = false;
+    let mut global_value_next = false;
+    for a in args {
+        if skip_next {
+            skip_next = false;
+            continue;
+        }
+        if !in_command {
+            // Global options come before the command: -o takes a value.
+            if global_value_next {
+                global_value_next = false;
+                continue;
+            }
+            if a == "-o" {
+                global_value_next = true;
+                continue;
+            }
+            if matches!(a.as_str(), "sync" | "mirror" | "backup") {
+                in_command = true;
+                out.push(a);
+            }
+            continue;
+        }
+        if a == "-S" {
+            skip_next = true;
+        } else if !(a.starts_with("-S") && a.len() > 2) {
+            out.push(a);
+        }
+    }
+    out
+}
+
+/// `-S`: runs this command on a boxsync listener; its output comes back on channel 0
+/// followed by `+` or `-<exit code>`, its log lines on channel `L`.
+fn run_on_server(
+    global: &GlobalSettings,
+    common: &Common,
+    target: &str,
+    out: &mut dyn Write,
+) -> Result<ExitCode> {
+    let user = user_of(common.user.clone());
+    let timeout = std::time::Duration::from_secs(common.timeout.max(1));
+    let mut conn = if target.contains('/') {
+        std::os::unix::net::UnixStream::connect(target)
+            .map(net::Conn::Unix)
+            .map_err(|e| Error::temp(format!("cannot connect to {target}: {e}")))?
+    } else {
+        let (host, port) = target
+            .rsplit_once(':')
+            .and_then(|(h, p)| Some((h.trim_matches(['[', ']']), p.parse::<u16>().ok()?)))
+            .ok_or_else(|| Error::Usage(format!("-S {target}: expected PATH or HOST:PORT")))?;
+        net::connect(host, port, None, timeout)?
+    };
+    conn.set_read_timeout(Some(timeout));
+    doveadm::client_command(
+        &mut conn,
+        &user,
+        global.doveadm_password.as_deref(),
+        None,
+        &command_for_server(),
+    )?;
+    let mut reader = doveadm::MultiplexReader::new(conn, String::new());
+    let mut data = Vec::new();
+    std::io::Read::read_to_end(&mut reader, &mut data)
+        .map_err(|e| Error::temp(format!("reading the result from {target}: {e}")))?;
+    let text = data.strip_suffix(b"\n").unwrap_or(&data);
+    let (body, status) = match text.iter().rposition(|&b| b == b'\n') {
+        Some(i) => (&data[..i], &text[i + 1..]),
+        None => (&data[..0], text),
+    };
+    let code = match status {
+        b"+" => ExitCode::Ok,
+        s if s.starts_with(b"-") => std::str::from_utf8(&s[1..])
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .map_or(ExitCode::TempFail, ExitCode::from_code),
+        _ => {
+            return Err(Error::temp(format!(
+                "{target} ended without a result (the connection was cut?)"
+            )));
+        }
+    };
+    let _ = out.write_all(body);
+    if !body.is_empty() && !body.ends_with(b"\n") {
+        let _ = out.write_all(b"\n");
+    }
+    Ok(code)
+}
+
+/// A command a client of `server --listen` asked to run here with `-S`: only syncs of the
+/// user's own store with a remote other side, so that no client reaches beyond that store.
+fn serve_command(
+    global: &GlobalSettings,
+    template: &str,
+    user: &str,
+    command: &str,
+    args: &[String],
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> ExitCode {
+    let result = (|| {
+        let argv = std::iter::once("boxsync".to_owned())
+            .chain(std::iter::once(command.to_owned()))
+            .chain(args.iter().cloned());
+        let cli = Cli::try_parse_from(argv).map_err(|e| Error::Usage(e.to_string()))?;
+        let (common, backup, one_way) = match cli.command {
+            Command::Sync(a) => (a.common, false, a.one_way),
+            Command::Backup(a) => (a.common, true, false),
+            Command::DsyncServer(_) => {
+                return Err(Error::Usage("dsync-server cannot be run with -S".into()));
+            }
+        };
+        if common.server.is_some() {
+            return Err(Error::Usage("-S cannot be passed on".into()));
+        }
+        match dest::parse(
+            &common.destination,
+            &global.remote_cmd,
+            user,
+            global.doveadm_port,
+        )? {
+            dest::Destination::Tcp { .. } => {}
+            dest::Destination::Command {
+                prefix_user: _,
+                ref argv,
+            } if common.destination.len() == 1
+                && (common.destination[0].starts_with("remote:")
+                    || common.destination[0].starts_with("remoteprefix:")) =>
+            {
+                let _ = argv;
+            }
+            _ => {
+                return Err(Error::Usage(
+                    "with -S the destination must be remote:, remoteprefix:, tcp: or tcps: \
+                     (the server syncs only the user's own store)"
+                        .into(),
+                ));
+            }
+        }
+        let mut settings = GlobalSettings {
+            mail_location: Some(remote::expand_location(template, user)?),
+            ..global.clone()
+        };
+        settings.doveadm_password = global.doveadm_password.clone();
+        let mut common = common;
+        common.user = Some(user.to_owned());
+        sync(settings, common, backup, one_way, out, err)
+    })();
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            let _ = writeln!(err, "boxsync: Error: {e}");
+            e.exit_code()
+        }
+    }
 }
 
 #[cfg(test)]

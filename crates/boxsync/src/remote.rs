@@ -182,14 +182,21 @@ pub fn dsync_server_stdio(location: &str, fsync: bool, wire: &Wire) -> Result<Ex
     Ok(outcome.exit_code())
 }
 
-/// One session of `server --listen`: authenticate, map the user to a store, sync.
+/// Runs a whole command (`-S`) for a user: (user, command, arguments, stdout, stderr).
+pub type CommandRunner = dyn Fn(&str, &str, &[String], &mut dyn std::io::Write, &mut dyn std::io::Write) -> ExitCode
+    + Send
+    + Sync;
+
+/// One session of `server --listen`: authenticate, map the user to a store, sync (or run
+/// the `-S` command the client sent).
 pub fn listener_session(
     mut conn: Conn,
-    peer: std::net::SocketAddr,
+    peer: String,
     template: &str,
     password: &str,
     fsync: bool,
     wire: &Wire,
+    run_command: &CommandRunner,
 ) {
     conn.set_read_timeout(Some(Duration::from_secs(30)));
     let request = match doveadm::server_handshake(&mut conn, password, wire.rawlog.as_ref()) {
@@ -214,19 +221,50 @@ pub fn listener_session(
             return;
         }
     };
-    let (mux, log) = doveadm::multiplex(write);
-    let location = check_user(&request.user)
-        .and_then(|()| {
-            if request.command == "dsync-server" {
-                Ok(())
-            } else {
-                Err(Error::Usage(format!(
-                    "command {:?} is not served here (only dsync-server)",
-                    request.command
-                )))
+    let (mut mux, log) = doveadm::multiplex(write);
+    if request.command != "dsync-server" {
+        let mut out = Vec::new();
+        let mut err = Vec::new();
+        let code = match check_user(&request.user) {
+            Ok(()) => {
+                tracing::info!(
+                    "{peer}: {} {:?} for user {}",
+                    request.command,
+                    request.args,
+                    request.user
+                );
+                run_command(
+                    &request.user,
+                    &request.command,
+                    &request.args,
+                    &mut out,
+                    &mut err,
+                )
             }
-        })
-        .and_then(|()| expand_location(template, &request.user));
+            Err(e) => {
+                err.extend_from_slice(format!("boxsync: Error: {e}\n").as_bytes());
+                e.exit_code()
+            }
+        };
+        for line in String::from_utf8_lossy(&err).lines() {
+            log.line(line);
+        }
+        if !out.is_empty() && !out.ends_with(b"\n") {
+            out.push(b'\n');
+        }
+        out.extend_from_slice(
+            match code {
+                ExitCode::Ok => "\n+\n".to_owned(),
+                c => format!("\n-{}\n", c.code()),
+            }
+            .as_bytes(),
+        );
+        let _ = std::io::Write::write_all(&mut mux, &out);
+        closer.shutdown_write();
+        return;
+    }
+    let location =
+        check_user(&request.user).and_then(|()| expand_location(template, &request.user));
     let spool = location
         .as_deref()
         .map(spool_root)

@@ -236,12 +236,16 @@ struct Server {
 
 impl Server {
     fn start(users: &Path, extra: &[String]) -> Server {
+        Server::start_at(users, extra, "127.0.0.1:0")
+    }
+
+    fn start_at(users: &Path, extra: &[String], listen: &str) -> Server {
         let mut child = boxsync()
             .arg("-o")
             .arg(format!("mail_location=maildir:{}/%u", users.display()))
             .args(["-o", "mail_fsync=never", "-o", "doveadm_password=sekrit"])
             .args(extra)
-            .args(["server", "--listen", "127.0.0.1:0"])
+            .args(["server", "--listen", listen])
             .stderr(Stdio::piped())
             .spawn()
             .expect("start the server");
@@ -253,7 +257,7 @@ impl Server {
                 .unwrap();
             if let Some(addr) = line.split("listening on ").nth(1) {
                 let addr = addr.split_whitespace().next().unwrap();
-                break addr.rsplit(':').next().unwrap().parse().unwrap();
+                break addr.rsplit(':').next().unwrap().parse().unwrap_or(0);
             }
         };
         let log = Arc::new(std::sync::Mutex::new(String::new()));
@@ -759,9 +763,83 @@ fn dash_l_waits_for_the_user_lock_then_gives_up() {
     let out = run(c.args(["sync", "-l", "1"]).arg(server_cmd(&b)));
     drop(holder);
     assert_eq!(code(&out), 75, "{}", describe(&out));
-    assert!(stderr(&out).contains("another sync holds"), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("another sync holds"),
+        "{}",
+        describe(&out)
+    );
     assert!(started.elapsed() < Duration::from_secs(10));
     let mut c = boxsync();
     local(&mut c, &a);
     ok(run(c.args(["sync", "-l", "1"]).arg(server_cmd(&b))));
+}
+
+#[test]
+fn dash_capital_s_runs_the_sync_on_a_listener() {
+    let d = Dir::new();
+    let (users, replicas) = (d.join("users"), d.join("replicas"));
+    source(&users.join("alice"));
+    let socket = d.join("boxsync.sock");
+    let server = Server::start_at(&users, &[], socket.to_str().unwrap());
+    let replica = Server::start(&replicas, &[]);
+    let replica_dest = format!("tcp:127.0.0.1:{}", replica.port);
+    // The client needs no store of its own: the listener syncs alice's store with the replica.
+    let run_s = |args: &[&str]| {
+        boxsync()
+            .args(["-o", "doveadm_password=sekrit"])
+            .args(args)
+            .output()
+            .expect("run boxsync")
+    };
+    let out = run_s(&[
+        "sync",
+        "-S",
+        socket.to_str().unwrap(),
+        "-u",
+        "alice",
+        "-s",
+        "",
+        &replica_dest,
+    ]);
+    assert_eq!(code(&out), 0, "{}", describe(&out));
+    let state = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(
+        !state.is_empty(),
+        "the state comes back on stdout: {}",
+        describe(&out)
+    );
+    assert_same_store(
+        &read_maildir(&users.join("alice")),
+        &read_maildir(&replicas.join("alice")),
+    );
+
+    // A local destination would let a client reach beyond the user's store: refused.
+    let elsewhere = d.join("elsewhere");
+    let out = run_s(&[
+        "backup",
+        "-S",
+        socket.to_str().unwrap(),
+        "-u",
+        "alice",
+        &maildir(&elsewhere),
+    ]);
+    assert_eq!(code(&out), 64, "{}", describe(&out));
+    assert!(stderr(&out).contains("-S"), "{}", describe(&out));
+    assert!(!elsewhere.exists());
+    // The same authentication as tcp: a wrong password is refused.
+    let out = boxsync()
+        .args([
+            "-o",
+            "doveadm_password=wrong",
+            "sync",
+            "-S",
+            socket.to_str().unwrap(),
+        ])
+        .args(["-u", "alice", &replica_dest])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 77, "{}", describe(&out));
+    drop(replica);
+    assert!(server.stop().success());
+    assert!(!socket.exists(), "the socket is removed on shutdown");
 }

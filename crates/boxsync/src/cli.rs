@@ -50,17 +50,24 @@ enum Command {
     DsyncServer(ServerArgs),
 }
 
+/// How a conversation with another process goes: shared by both ends.
+#[derive(Args, Debug)]
+struct WireArgs {
+    /// I/O timeout in seconds: a silent other side ends the sync with exit 75.
+    #[arg(short = 'T', value_name = "SECS", default_value_t = 600)]
+    timeout: u64,
+    /// Write a raw log of the conversation (both directions, passwords redacted) to FILE.
+    #[arg(short = 'r', value_name = "FILE")]
+    rawlog: Option<std::path::PathBuf>,
+}
+
 #[derive(Args, Debug)]
 struct ServerArgs {
     /// The user whose store to serve (`%u` in mail_location); default $USER.
     #[arg(short = 'u', value_name = "USER")]
     user: Option<String>,
-    /// I/O timeout in seconds.
-    #[arg(short = 'T', value_name = "SECS", default_value_t = 600)]
-    timeout: u64,
-    /// Write a raw log of the conversation to FILE.
-    #[arg(short = 'r', value_name = "FILE")]
-    rawlog: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    wire: WireArgs,
     /// Accepted for doveadm compatibility (notify a replicator); ignored.
     #[arg(short = 'U')]
     notify: bool,
@@ -94,12 +101,8 @@ struct Common {
     /// The user (`%u` in mail_location and dsync_remote_cmd); default $USER.
     #[arg(short = 'u', value_name = "USER")]
     user: Option<String>,
-    /// I/O timeout in seconds for a remote destination.
-    #[arg(short = 'T', value_name = "SECS", default_value_t = 600)]
-    timeout: u64,
-    /// Write a raw log of the conversation with a remote destination to FILE.
-    #[arg(short = 'r', value_name = "FILE")]
-    rawlog: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    wire: WireArgs,
     /// Run the whole command on a boxsync listener (`server --listen`) at a UNIX socket PATH
     /// or HOST:PORT instead of here, authenticating with doveadm_password. Its destination
     /// must be remote (remote:, tcp:, tcps:); the listener syncs the user's own store.
@@ -278,7 +281,7 @@ fn wire_of(timeout: u64, rawlog: Option<&std::path::Path>) -> Result<remote::Wir
 }
 
 fn server(global: GlobalSettings, args: ServerArgs) -> Result<ExitCode> {
-    let wire = wire_of(args.timeout, args.rawlog.as_deref())?;
+    let wire = wire_of(args.wire.timeout, args.wire.rawlog.as_deref())?;
     let _ = (args.notify, args.legacy);
     // Like Dovecot's autodetection, a server told no mail_location serves ~/Maildir.
     let template = global
@@ -390,7 +393,7 @@ fn sync(
         excludes: common.exclude.clone(),
         lock_timeout: common.lock_timeout,
     };
-    let wire = wire_of(common.timeout, common.rawlog.as_deref())?;
+    let wire = wire_of(common.wire.timeout, common.wire.rawlog.as_deref())?;
     let mut code = ExitCode::Ok;
     let report_scan = |store: &MaildirStore, code: &mut ExitCode, err: &mut dyn Write| {
         for (name, e) in &store.mailbox_errors {
@@ -568,7 +571,7 @@ fn run_on_server(
     out: &mut dyn Write,
 ) -> Result<ExitCode> {
     let user = user_of(common.user.clone());
-    let timeout = std::time::Duration::from_secs(common.timeout.max(1));
+    let timeout = std::time::Duration::from_secs(common.wire.timeout.max(1));
     let mut conn = if target.contains('/') {
         std::os::unix::net::UnixStream::connect(target)
             .map(net::Conn::Unix)

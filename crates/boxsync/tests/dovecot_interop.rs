@@ -248,8 +248,23 @@ fn conflicting_flag_changes() {
 
 /// boxsync runs the sync; Dovecot's `doveadm dsync-server` is the far end.
 fn boxsync_with_dovecot_server(dovecot: &Dovecot, local: &str, remote: &str, args: &[&str]) {
+    let out = run_with_dovecot_server(dovecot, local, remote, args);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "boxsync {args:?} with doveadm dsync-server: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn run_with_dovecot_server(
+    dovecot: &Dovecot,
+    local: &str,
+    remote: &str,
+    args: &[&str],
+) -> std::process::Output {
     dovecot.prepare(remote);
-    let out = boxsync()
+    boxsync()
         .args([
             "-o",
             &format!("mail_location={local}"),
@@ -264,13 +279,7 @@ fn boxsync_with_dovecot_server(dovecot: &Dovecot, local: &str, remote: &str, arg
         .env("USER", "boxsync")
         .env("HOME", dovecot.base().join("home"))
         .output()
-        .expect("run boxsync");
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "boxsync {args:?} with doveadm dsync-server: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .expect("run boxsync")
 }
 
 #[test]
@@ -351,16 +360,7 @@ fn backup_with_a_dovecot_peer_is_refused_quickly_and_clearly() {
     populate(&dovecot, &a);
     dovecot.prepare(&b);
     let started = std::time::Instant::now();
-    let out = boxsync()
-        .args(["-o", &format!("mail_location={a}"), "backup", "-T", "20"])
-        .arg("doveadm")
-        .arg("-c")
-        .arg(dovecot.conf())
-        .args(["-o", &format!("mail_location={b}"), "dsync-server"])
-        .env("USER", "boxsync")
-        .env("HOME", dovecot.base().join("home"))
-        .output()
-        .expect("run boxsync");
+    let out = run_with_dovecot_server(&dovecot, &a, &b, &["backup", "-T", "20"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(65), "{stderr}");
     assert!(stderr.contains("not supported yet"), "{stderr}");

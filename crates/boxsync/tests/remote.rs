@@ -307,13 +307,21 @@ fn tcp_sync_against_the_listener() {
     source(&a);
     let server = Server::start(&users, &[]);
     let dest = format!("tcp:127.0.0.1:{}", server.port);
+    let raw = d.join("raw.log");
     ok(tcp_sync(
         &a,
-        &["backup", "-u", "alice", &dest],
+        &["backup", "-u", "alice", "-r", raw.to_str().unwrap(), &dest],
         "sekrit",
         &[],
     ));
     assert_same_store(&read_maildir(&a), &read_maildir(&users.join("alice")));
+    // The raw log has both directions and the dsync records, never the password (plain
+    // or as the base64 of "\0doveadm\0sekrit" the PLAIN line carries).
+    let log = String::from_utf8_lossy(&std::fs::read(&raw).unwrap()).into_owned();
+    assert!(log.contains(" O: VERSION\tdoveadm-server"), "{log}");
+    assert!(log.contains(" I: VERSION\tdsync\t3\t5"), "{log}");
+    assert!(log.contains("PLAIN\t<password redacted>"), "{log}");
+    assert!(!log.contains("sekrit") && !log.contains("AGRvdmVhZG0Ac2Vrcml0"));
 
     support::deliver(&users.join("alice"), "INBOX", &message(40), "");
     ok(tcp_sync(&a, &["sync", "-u", "alice", &dest], "sekrit", &[]));

@@ -191,6 +191,10 @@ impl MailBody for WatchedBody {
     fn size(&self) -> Option<u64> {
         self.inner.size()
     }
+
+    fn link_to(&self, dest: &std::path::Path) -> std::io::Result<Option<(u64, u64)>> {
+        self.inner.link_to(dest)
+    }
 }
 
 impl std::io::Read for WatchedReader {

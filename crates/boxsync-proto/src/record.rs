@@ -164,6 +164,12 @@ pub trait MailBody: Send {
     fn size(&self) -> Option<u64> {
         None
     }
+    /// Gives `dest` the body's bytes without copying them, when the body is a file that this
+    /// side received and spooled (a hard link to it). Returns the size and the virtual size
+    /// (with CRLF line ends) when it did.
+    fn link_to(&self, _dest: &Path) -> std::io::Result<Option<(u64, u64)>> {
+        Ok(None)
+    }
 }
 
 /// `M`: a message body with the metadata that is not in the `C` record.

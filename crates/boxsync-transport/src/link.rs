@@ -397,6 +397,8 @@ fn read_records<R: Read>(
 struct SpooledBody {
     data: Spooled,
     size: u64,
+    /// The size with every bare LF counted as CRLF (IMAP's RFC822.SIZE).
+    vsize: u64,
     received: i64,
 }
 
@@ -427,6 +429,16 @@ impl MailBody for SpooledBody {
     fn size(&self) -> Option<u64> {
         Some(self.size)
     }
+
+    fn link_to(&self, dest: &Path) -> std::io::Result<Option<(u64, u64)>> {
+        match &self.data {
+            Spooled::Memory(_) => Ok(None),
+            Spooled::File(p) => {
+                std::fs::hard_link(p, dest)?;
+                Ok(Some((self.size, self.vsize)))
+            }
+        }
+    }
 }
 
 fn read_body<R: BufRead>(r: &mut R, options: &LinkOptions) -> Result<SpooledBody> {
@@ -434,6 +446,7 @@ fn read_body<R: BufRead>(r: &mut R, options: &LinkOptions) -> Result<SpooledBody
     let mut memory = Vec::new();
     let mut file: Option<(BufWriter<std::fs::File>, tempfile::TempPath)> = None;
     let mut spooled = 0u64;
+    let (mut bare_lf, mut prev_cr, mut counted) = (0u64, false, 0usize);
     let spool_error = |e: std::io::Error| {
         Error::temp(format!(
             "spooling a received message under {}: {e}",
@@ -453,10 +466,20 @@ fn read_body<R: BufRead>(r: &mut R, options: &LinkOptions) -> Result<SpooledBody
         }
         let (used, done) = dec.decode(buf, &mut memory)?;
         r.consume(used);
+        for &b in &memory[counted..] {
+            if b == b'\n' && !prev_cr {
+                bare_lf += 1;
+            }
+            prev_cr = b == b'\r';
+        }
+        counted = memory.len();
         if file.is_none() && memory.len() > MEMORY_BODY {
+            // In a Maildir's tmp/ when there is one: Dovecot clears what a killed run leaves.
+            let tmp = options.spool_dir.join("tmp");
+            let dir = if tmp.is_dir() { &tmp } else { &options.spool_dir };
             let (f, path) = tempfile::Builder::new()
                 .prefix("boxsync-spool-")
-                .tempfile_in(&options.spool_dir)
+                .tempfile_in(dir)
                 .map_err(spool_error)?
                 .into_parts();
             file = Some((BufWriter::with_capacity(IO_BUFFER, f), path));
@@ -465,6 +488,7 @@ fn read_body<R: BufRead>(r: &mut R, options: &LinkOptions) -> Result<SpooledBody
             f.write_all(&memory).map_err(spool_error)?;
             spooled += memory.len() as u64;
             memory.clear();
+            counted = 0;
         }
         let total = spooled + memory.len() as u64;
         if total > options.max_body {
@@ -484,6 +508,7 @@ fn read_body<R: BufRead>(r: &mut R, options: &LinkOptions) -> Result<SpooledBody
             return Ok(SpooledBody {
                 data,
                 size: total,
+                vsize: total + bare_lf,
                 received: 0,
             });
         }
@@ -565,6 +590,18 @@ mod tests {
             let mut got = Vec::new();
             b.open().unwrap().read_to_end(&mut got).unwrap();
             assert!(got == *body, "body of UID {uid} differs");
+            // A spooled body is handed to the store by a link, with its sizes.
+            let dest = dir.path().join(format!("saved-{uid}"));
+            let bare_lf = body.iter().filter(|&&c| c == b'\n').count() as u64;
+            let sizes = (body.len() as u64, body.len() as u64 + bare_lf);
+            match b.link_to(&dest).unwrap() {
+                Some(got) => {
+                    assert_eq!(got, sizes);
+                    assert!(std::fs::read(&dest).unwrap() == *body);
+                    std::fs::remove_file(&dest).unwrap();
+                }
+                None => assert_eq!(uid, 1, "only the small body stays in memory"),
+            }
         }
         // Spool files go when their records do.
         let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();

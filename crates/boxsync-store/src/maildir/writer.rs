@@ -660,8 +660,22 @@ impl MailboxWriter for Writer<'_> {
             &super::format::hostname(),
         );
         let tmp = tmp_dir.join(&fresh);
+        // A body received into a spool file on this file system is linked, not copied.
+        let linked = match body.link_to(&tmp) {
+            Ok(Some((size, vsize))) => match std::fs::OpenOptions::new().write(true).open(&tmp) {
+                Ok(file) => Some((file, size, vsize)),
+                Err(_) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    None
+                }
+            },
+            _ => None,
+        };
         // A Dovecot-named local file states its sizes: let the kernel copy it.
-        let by_kernel = match (body.local_path(), filename::base_sizes(&meta.guid)) {
+        let by_kernel = match (
+            linked.is_none().then(|| body.local_path()).flatten(),
+            filename::base_sizes(&meta.guid),
+        ) {
             (Some(path), (Some(size), Some(vsize))) => match kernel_copy(path, &tmp) {
                 Ok((file, n)) if n == size => Some((file, size, vsize)),
                 _ => {
@@ -671,7 +685,7 @@ impl MailboxWriter for Writer<'_> {
             },
             _ => None,
         };
-        let copied = match by_kernel {
+        let copied = match linked.or(by_kernel) {
             Some(done) => Ok(done),
             None => copy_body(body, &tmp),
         };

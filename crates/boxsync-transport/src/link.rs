@@ -476,7 +476,11 @@ fn read_body<R: BufRead>(r: &mut R, options: &LinkOptions) -> Result<SpooledBody
         if file.is_none() && memory.len() > MEMORY_BODY {
             // In a Maildir's tmp/ when there is one: Dovecot clears what a killed run leaves.
             let tmp = options.spool_dir.join("tmp");
-            let dir = if tmp.is_dir() { &tmp } else { &options.spool_dir };
+            let dir = if tmp.is_dir() {
+                &tmp
+            } else {
+                &options.spool_dir
+            };
             let (f, path) = tempfile::Builder::new()
                 .prefix("boxsync-spool-")
                 .tempfile_in(dir)

@@ -851,3 +851,32 @@ fn dash_capital_s_runs_the_sync_on_a_listener() {
     assert!(server.stop().success());
     assert!(!socket.exists(), "the socket is removed on shutdown");
 }
+
+#[test]
+fn the_listener_runs_at_most_server_max_sessions_at_once() {
+    let d = Dir::new();
+    let (a, users) = (d.join("a"), d.join("users"));
+    source(&a);
+    let server = Server::start(&users, &["-o".into(), "server_max_sessions=1".into()]);
+    let dest = format!("tcp:127.0.0.1:{}", server.port);
+    // A client that connects and says nothing holds the only session.
+    let idle = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let out = tcp_sync(
+        &a,
+        &["sync", "-T", "2", "-u", "alice", &dest],
+        "sekrit",
+        &[],
+    );
+    assert_eq!(
+        code(&out),
+        75,
+        "the second client waits, then times out: {}",
+        describe(&out)
+    );
+    assert!(!users.join("alice").exists());
+    // Once it leaves, the next client is served.
+    drop(idle);
+    ok(tcp_sync(&a, &["sync", "-u", "alice", &dest], "sekrit", &[]));
+    assert_same_store(&read_maildir(&a), &read_maildir(&users.join("alice")));
+}

@@ -243,6 +243,16 @@ fn plan_merge(m: &SideChanges, s: &SideChanges, source: Option<usize>, lcu: Uid)
         }
     }
 
+    // -1 leaves the two sides' UIDs apart, so a mail the destination expunged is known there
+    // by its GUID only: the source's copy of it is not new to the destination.
+    let expunged_guids: [std::collections::HashSet<&str>; 2] = match source {
+        Some(_) => [
+            m.expunges.values().map(String::as_str).collect(),
+            s.expunges.values().map(String::as_str).collect(),
+        ],
+        None => Default::default(),
+    };
+
     let mut new: [Vec<&MailChange>; 2] = Default::default();
     let uids: std::collections::BTreeSet<Uid> =
         m.saves.keys().chain(s.saves.keys()).copied().collect();
@@ -266,8 +276,12 @@ fn plan_merge(m: &SideChanges, s: &SideChanges, source: Option<usize>, lcu: Uid)
                 }
             }
             [Some(a), Some(b)] => {
-                new[0].push(a);
-                new[1].push(b);
+                if !expunged_guids[1].contains(a.guid.as_str()) {
+                    new[0].push(a);
+                }
+                if !expunged_guids[0].contains(b.guid.as_str()) {
+                    new[1].push(b);
+                }
             }
             [Some(c), None] | [None, Some(c)] => {
                 let x = if here[0].is_some() { 0 } else { 1 };
@@ -283,7 +297,9 @@ fn plan_merge(m: &SideChanges, s: &SideChanges, source: Option<usize>, lcu: Uid)
                             keywords,
                         });
                     }
-                } else if sides[y].expunges.get(&uid).is_none_or(|g| *g != c.guid) {
+                } else if sides[y].expunges.get(&uid).is_none_or(|g| *g != c.guid)
+                    && !expunged_guids[y].contains(c.guid.as_str())
+                {
                     // An expunge of another mail under this UID (a backup lowered UIDNEXT
                     // and the UID was given again) does not concern this one.
                     new[x].push(c);

@@ -1581,3 +1581,29 @@ fn regression_stateful_one_way_does_not_copy_a_mail_again() {
         sync_op(Kind::OneWay, B, true, Ty::State),
     ]);
 }
+
+/// A mail -1 copied from B to A, then expunged on A: a stateful -1 left it expunged, but a
+/// full -1 copied it back, because the two sides' UIDs differ under -1 and A's expunge was
+/// matched by UID only. The destination's expunges now also count by GUID.
+#[test]
+fn regression_full_one_way_respects_an_expunge_on_the_destination() {
+    must_pass(&[
+        Op::Deliver {
+            side: B,
+            folder: 5,
+            sizes: true,
+        },
+        Op::Deliver {
+            side: A,
+            folder: 1,
+            sizes: true,
+        },
+        sync_op(Kind::OneWay, B, false, Ty::State),
+        Op::Expunge {
+            side: A,
+            folder: 5,
+            msg: 6,
+        },
+        sync_op(Kind::OneWay, B, false, Ty::State),
+    ]);
+}

@@ -13,4 +13,4 @@ pub mod rawlog;
 pub mod server;
 
 pub use link::{LinkOptions, StreamLink};
-pub use pair::sync_over_socketpair;
+pub use pair::{run_master, sync_over_socketpair};

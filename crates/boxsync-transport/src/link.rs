@@ -122,14 +122,11 @@ impl StreamLink {
     /// Receives the next record and keeps it for the next `recv`: the server learns from the
     /// master's handshake which store to open before the brain starts.
     pub fn peek(&mut self) -> Result<&Record> {
-        if self.peeked.is_none() {
-            let r = self.recv()?;
-            self.peeked = Some(r);
-        }
-        match &self.peeked {
-            Some(r) => Ok(r),
-            None => Err(Error::temp("internal: peeked record vanished")),
-        }
+        let r = match self.peeked.take() {
+            Some(r) => r,
+            None => self.recv()?,
+        };
+        Ok(self.peeked.insert(r))
     }
 
     /// Waits until every record sent is written and the write direction is closed.

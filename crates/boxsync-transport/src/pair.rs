@@ -20,7 +20,7 @@ pub fn sync_over_socketpair(
 ) -> Result<Outcome> {
     let (a, b) =
         UnixStream::pair().map_err(|e| Error::temp(format!("creating a socket pair: {e}")))?;
-    let mut link_a = socket_link(a, master_options)?;
+    let link_a = socket_link(a, master_options)?;
     let mut link_b = socket_link(b, slave_options)?;
     std::thread::scope(|scope| {
         let slave_thread = scope.spawn(move || {
@@ -32,17 +32,31 @@ pub fn sync_over_socketpair(
                 }
             }
         });
-        let result = boxsync_brain::run(Role::Master, master, &mut link_a, Some(settings));
-        let send_errors = link_a.send_errors();
-        let _ = link_a.finish();
+        let outcome = run_master(master, link_a, settings);
         let _ = slave_thread.join();
-        let mut outcome = result?;
-        for e in send_errors {
-            outcome.exit = Some(outcome.exit.unwrap_or(ExitCode::Ok).worst(e.exit_code()));
-            outcome.errors.push(e.to_string());
-        }
-        Ok(outcome)
+        outcome
     })
+}
+
+/// Runs the master brain over `link`, closes it, and adds the messages its writer could not
+/// read to send (see [`StreamLink::send_errors`]) to the outcome.
+pub fn run_master(
+    store: &mut dyn Store,
+    mut link: StreamLink,
+    settings: Settings,
+) -> Result<Outcome> {
+    let result = boxsync_brain::run(Role::Master, store, &mut link, Some(settings));
+    // Complete: the slave's finish record comes only after it received every mail we sent.
+    let send_errors = link.send_errors();
+    if let Err(e) = link.finish() {
+        tracing::debug!("closing the link: {e}");
+    }
+    let mut outcome = result?;
+    for e in send_errors {
+        outcome.exit = Some(outcome.exit.unwrap_or(ExitCode::Ok).worst(e.exit_code()));
+        outcome.errors.push(e.to_string());
+    }
+    Ok(outcome)
 }
 
 /// A link over one end of a UNIX socket (pair or connection).

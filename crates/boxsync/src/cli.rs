@@ -454,7 +454,7 @@ fn sync(
                 format!("boxsync: dsync-remote({user})"),
                 wire.options(&local_loc.root),
             )?;
-            let outcome = remote::run_master(&mut local, link, settings);
+            let outcome = boxsync_transport::run_master(&mut local, link, settings);
             match outcome {
                 Ok(o) => {
                     match process.wait(std::time::Duration::from_secs(30)) {
@@ -489,7 +489,7 @@ fn sync(
             )?;
             conn.set_read_timeout(None);
             let link = remote::tcp_link(conn, wire.options(&local_loc.root))?;
-            remote::run_master(&mut local, link, settings)?
+            boxsync_transport::run_master(&mut local, link, settings)?
         }
     };
     for e in &outcome.errors {

@@ -3,7 +3,7 @@
 //! --listen`), and the in-process wire link the tests switch on.
 
 use boxsync_brain::link::Link;
-use boxsync_brain::{Mode, Outcome, Role, Settings};
+use boxsync_brain::{Mode, Outcome, Role};
 use boxsync_model::{Error, ExitCode, Result};
 use boxsync_proto::{Finish, Record};
 use boxsync_store::Location;
@@ -73,26 +73,6 @@ pub fn check_user(user: &str) -> Result<()> {
     Ok(())
 }
 
-/// Runs the master brain over `link`, then closes it and collects what the far end said.
-pub fn run_master(
-    store: &mut MaildirStore,
-    mut link: StreamLink,
-    settings: Settings,
-) -> Result<Outcome> {
-    let result = boxsync_brain::run(Role::Master, store, &mut link, Some(settings));
-    let send_errors = link.send_errors();
-    let closed = link.finish();
-    let mut outcome = result?;
-    if let Err(e) = closed {
-        tracing::debug!("closing the link: {e}");
-    }
-    for e in send_errors {
-        outcome.exit = Some(outcome.exit.unwrap_or(ExitCode::Ok).worst(e.exit_code()));
-        outcome.errors.push(e.to_string());
-    }
-    Ok(outcome)
-}
-
 /// The slave's whole session on one link: learns the mode from the master's handshake,
 /// opens (or creates) the user's store accordingly, and syncs. Failures go to the master in
 /// a finish record, and are returned for our own log.
@@ -125,12 +105,7 @@ pub fn serve_dsync(
     let mut store = match store {
         Ok(s) => s,
         Err(e) => {
-            let _ = link.send(Record::Finish(Finish {
-                error: Some(e.to_string()),
-                mail_error: boxsync_brain::mail_error_of(e.exit_code()),
-                require_full_resync: false,
-            }));
-            let _ = link.finish();
+            refuse(link, &e);
             return (Err(e), Vec::new());
         }
     };

@@ -336,7 +336,7 @@ fn sync(
     err: &mut dyn Write,
 ) -> Result<ExitCode> {
     if let Some(target) = &common.server {
-        return run_on_server(&global, &common, target, out);
+        return run_on_server(&global, &common, target, backup, one_way, out);
     }
     let user = user_of(common.user.clone());
     let local_text = global.mail_location.clone().ok_or_else(|| {
@@ -525,41 +525,34 @@ fn sync(
     Ok(code)
 }
 
-/// The arguments of this process's `sync`/`backup` command, without `-S`, to run on a server.
-fn command_for_server() -> Vec<String> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut out = Vec::new();
-    let mut in_command = false;
-    let mut skip_next = false;
-    let mut global_value_next = false;
-    for a in args {
-        if skip_next {
-            skip_next = false;
-            continue;
-        }
-        if !in_command {
-            // Global options come before the command: -o takes a value.
-            if global_value_next {
-                global_value_next = false;
-                continue;
-            }
-            if a == "-o" {
-                global_value_next = true;
-                continue;
-            }
-            if matches!(a.as_str(), "sync" | "mirror" | "backup") {
-                in_command = true;
-                out.push(a);
-            }
-            continue;
-        }
-        if a == "-S" {
-            skip_next = true;
-        } else if !(a.starts_with("-S") && a.len() > 2) {
-            out.push(a);
+/// The `sync`/`backup` command line to run on a listener for `-S`: the parsed options,
+/// without `-S`, `-u` (the handshake names the user) and `-r` (a path on this machine).
+fn args_for_server(common: &Common, backup: bool, one_way: bool) -> Vec<String> {
+    let mut args = vec![if backup { "backup" } else { "sync" }.to_owned()];
+    for (on, flag) in [(one_way, "-1"), (common.full, "-f"), (common.reverse, "-R")] {
+        if on {
+            args.push(flag.to_owned());
         }
     }
-    out
+    let mut option = |flag: &str, value: &str| {
+        args.push(flag.to_owned());
+        args.push(value.to_owned());
+    };
+    if let Some(state) = &common.state {
+        option("-s", state);
+    }
+    for m in &common.mailbox {
+        option("-m", m);
+    }
+    for x in &common.exclude {
+        option("-x", x);
+    }
+    option("-T", &common.wire.timeout.to_string());
+    if common.lock_timeout > 0 {
+        option("-l", &common.lock_timeout.to_string());
+    }
+    args.extend(common.destination.iter().cloned());
+    args
 }
 
 /// `-S`: runs this command on a boxsync listener; its output comes back on channel 0
@@ -568,6 +561,8 @@ fn run_on_server(
     global: &GlobalSettings,
     common: &Common,
     target: &str,
+    backup: bool,
+    one_way: bool,
     out: &mut dyn Write,
 ) -> Result<ExitCode> {
     let user = user_of(common.user.clone());
@@ -584,12 +579,14 @@ fn run_on_server(
         net::connect(host, port, None, timeout)?
     };
     conn.set_read_timeout(Some(timeout));
+    // -r logs this conversation with the listener.
+    let wire = wire_of(common.wire.timeout, common.wire.rawlog.as_deref())?;
     doveadm::client_command(
         &mut conn,
         &user,
         global.doveadm_password.as_deref(),
-        None,
-        &command_for_server(),
+        wire.rawlog.as_ref(),
+        &args_for_server(common, backup, one_way),
     )?;
     let mut reader = doveadm::MultiplexReader::new(conn, String::new());
     let mut data = Vec::new();
@@ -642,38 +639,31 @@ fn serve_command(
                 return Err(Error::Usage("dsync-server cannot be run with -S".into()));
             }
         };
-        if common.server.is_some() {
-            return Err(Error::Usage("-S cannot be passed on".into()));
+        if common.server.is_some() || common.wire.rawlog.is_some() {
+            return Err(Error::Usage(
+                "-S and -r cannot be passed on to the listener".into(),
+            ));
         }
-        match dest::parse(
+        let parsed = dest::parse(
             &common.destination,
             &global.remote_cmd,
             user,
             global.doveadm_port,
-        )? {
-            dest::Destination::Tcp { .. } => {}
-            dest::Destination::Command {
-                prefix_user: _,
-                ref argv,
-            } if common.destination.len() == 1
-                && (common.destination[0].starts_with("remote:")
-                    || common.destination[0].starts_with("remoteprefix:")) =>
-            {
-                let _ = argv;
-            }
-            _ => {
-                return Err(Error::Usage(
-                    "with -S the destination must be remote:, remoteprefix:, tcp: or tcps: \
-                     (the server syncs only the user's own store)"
-                        .into(),
-                ));
-            }
+        )?;
+        let remote_only = matches!(parsed, dest::Destination::Tcp { .. })
+            || matches!(common.destination.as_slice(),
+                [d] if d.starts_with("remote:") || d.starts_with("remoteprefix:"));
+        if !remote_only {
+            return Err(Error::Usage(
+                "with -S the destination must be remote:, remoteprefix:, tcp: or tcps: \
+                 (the server syncs only the user's own store)"
+                    .into(),
+            ));
         }
-        let mut settings = GlobalSettings {
+        let settings = GlobalSettings {
             mail_location: Some(remote::expand_location(template, user)?),
             ..global.clone()
         };
-        settings.doveadm_password = global.doveadm_password.clone();
         let mut common = common;
         common.user = Some(user.to_owned());
         sync(settings, common, backup, one_way, out, err)
@@ -734,6 +724,50 @@ mod tests {
             parse(&["backup", "-1", "maildir:/b"]).is_err(),
             "-1 is not a backup flag"
         );
+    }
+
+    #[test]
+    fn dash_capital_s_passes_on_the_parsed_options_but_not_local_ones() {
+        let c = parse(&[
+            "sync",
+            "-1",
+            "-f",
+            "-s",
+            "",
+            "-m",
+            "INBOX",
+            "-x",
+            "Trash",
+            "-S",
+            "/run/b.sock",
+            "-u",
+            "alice",
+            "-r",
+            "/tmp/raw",
+            "-l",
+            "5",
+            "tcp:h:1",
+        ])
+        .unwrap();
+        let Command::Sync(a) = c.command else {
+            panic!()
+        };
+        let args = args_for_server(&a.common, false, a.one_way);
+        assert_eq!(
+            args,
+            [
+                "sync", "-1", "-f", "-s", "", "-m", "INBOX", "-x", "Trash", "-T", "600", "-l", "5",
+                "tcp:h:1"
+            ]
+        );
+        // The listener parses it back to the same options.
+        let back = Cli::try_parse_from(std::iter::once("boxsync".to_owned()).chain(args)).unwrap();
+        let Command::Sync(b) = back.command else {
+            panic!()
+        };
+        assert!(b.one_way && b.common.full && b.common.server.is_none());
+        assert_eq!(b.common.state.as_deref(), Some(""));
+        assert_eq!(b.common.destination, ["tcp:h:1"]);
     }
 
     #[test]

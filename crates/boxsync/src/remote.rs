@@ -165,7 +165,7 @@ pub type CommandRunner = dyn Fn(&str, &str, &[String], &mut dyn std::io::Write, 
 /// One session of `server --listen`: authenticate, map the user to a store, sync (or run
 /// the `-S` command the client sent).
 pub fn listener_session(
-    mut conn: Conn,
+    conn: Conn,
     peer: String,
     template: &str,
     password: &str,
@@ -173,70 +173,31 @@ pub fn listener_session(
     wire: &Wire,
     run_command: &CommandRunner,
 ) {
+    if let Err(e) = session(conn, &peer, template, password, fsync, wire, run_command) {
+        tracing::warn!("{peer}: {e}");
+    }
+}
+
+fn session(
+    mut conn: Conn,
+    peer: &str,
+    template: &str,
+    password: &str,
+    fsync: bool,
+    wire: &Wire,
+    run_command: &CommandRunner,
+) -> Result<()> {
     conn.set_read_timeout(Some(Duration::from_secs(30)));
-    let request = match doveadm::server_handshake(&mut conn, password, wire.rawlog.as_ref()) {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::warn!("{peer}: {e}");
-            return;
-        }
-    };
+    let request = doveadm::server_handshake(&mut conn, password, wire.rawlog.as_ref())?;
     conn.set_read_timeout(None);
-    let (read, write) = match conn.try_clone() {
-        Ok(w) => (conn, w),
-        Err(e) => {
-            tracing::warn!("{peer}: {e}");
-            return;
-        }
-    };
-    let closer = match write.try_clone() {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!("{peer}: {e}");
-            return;
-        }
-    };
+    let write = conn.try_clone()?;
+    let closer = write.try_clone()?;
     let (mut mux, log) = doveadm::multiplex(write);
     if request.command != "dsync-server" {
-        let mut out = Vec::new();
-        let mut err = Vec::new();
-        let code = match check_user(&request.user) {
-            Ok(()) => {
-                tracing::info!(
-                    "{peer}: {} {:?} for user {}",
-                    request.command,
-                    request.args,
-                    request.user
-                );
-                run_command(
-                    &request.user,
-                    &request.command,
-                    &request.args,
-                    &mut out,
-                    &mut err,
-                )
-            }
-            Err(e) => {
-                err.extend_from_slice(format!("boxsync: Error: {e}\n").as_bytes());
-                e.exit_code()
-            }
-        };
-        for line in String::from_utf8_lossy(&err).lines() {
-            log.line(line);
-        }
-        if !out.is_empty() && !out.ends_with(b"\n") {
-            out.push(b'\n');
-        }
-        out.extend_from_slice(
-            match code {
-                ExitCode::Ok => "\n+\n".to_owned(),
-                c => format!("\n-{}\n", c.code()),
-            }
-            .as_bytes(),
-        );
-        let _ = std::io::Write::write_all(&mut mux, &out);
+        let reply = command_reply(&request, peer, &log, run_command);
+        let _ = std::io::Write::write_all(&mut mux, &reply);
         closer.shutdown_write();
-        return;
+        return Ok(());
     }
     let location =
         check_user(&request.user).and_then(|()| expand_location(template, &request.user));
@@ -245,7 +206,7 @@ pub fn listener_session(
         .map(spool_root)
         .unwrap_or_else(|_| std::env::temp_dir());
     let link = StreamLink::new(
-        read,
+        conn,
         mux,
         move || closer.shutdown_write(),
         wire.options(&spool),
@@ -255,7 +216,7 @@ pub fn listener_session(
         Err(e) => {
             tracing::warn!("{peer}: user {:?}: {e}", request.user);
             refuse(link, &e);
-            return;
+            return Ok(());
         }
     };
     tracing::info!("{peer}: dsync for user {} at {location}", request.user);
@@ -276,6 +237,54 @@ pub fn listener_session(
             log.line(&format!("Error: {e}"));
         }
     }
+    Ok(())
+}
+
+/// Runs a client's `-S` command; its errors go to the log channel now, and the returned
+/// bytes (its output, then `+` or `-<exit code>`) to channel 0.
+fn command_reply<W: std::io::Write>(
+    request: &doveadm::ServerRequest,
+    peer: &str,
+    log: &doveadm::LogChannel<W>,
+    run_command: &CommandRunner,
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut err = Vec::new();
+    let code = match check_user(&request.user) {
+        Ok(()) => {
+            tracing::info!(
+                "{peer}: {} {:?} for user {}",
+                request.command,
+                request.args,
+                request.user
+            );
+            run_command(
+                &request.user,
+                &request.command,
+                &request.args,
+                &mut out,
+                &mut err,
+            )
+        }
+        Err(e) => {
+            err.extend_from_slice(format!("boxsync: Error: {e}\n").as_bytes());
+            e.exit_code()
+        }
+    };
+    for line in String::from_utf8_lossy(&err).lines() {
+        log.line(line);
+    }
+    if !out.is_empty() && !out.ends_with(b"\n") {
+        out.push(b'\n');
+    }
+    out.extend_from_slice(
+        match code {
+            ExitCode::Ok => "\n+\n".to_owned(),
+            c => format!("\n-{}\n", c.code()),
+        }
+        .as_bytes(),
+    );
+    out
 }
 
 /// Tells the master why this session cannot sync, in place of the slave's handshake.

@@ -112,6 +112,19 @@ fn kernel_copy(src: &Path, dest: &Path) -> std::io::Result<(std::fs::File, u64)>
     Ok((to, n))
 }
 
+/// Brings a folder's message count and digest up to date and writes its index row.
+fn record_folder(
+    tx: &boxsync_index::Transaction,
+    mailbox: Guid128,
+    folder: &mut Folder,
+    header: &HeaderUpdate,
+    uidnext: Uid,
+) -> Result<()> {
+    folder.count = folder.messages.len() as u32;
+    folder.digest = crate::content_digest(&folder.messages);
+    tx.put_mailbox(&mailbox_row(mailbox, folder, header, uidnext))
+}
+
 fn mailbox_row(
     mailbox: Guid128,
     folder: &Folder,
@@ -401,14 +414,7 @@ impl<'a> Writer<'a> {
         if self.fsync {
             fsync_dir(&dir.join("cur"))?;
         }
-        self.folder.count = self.folder.messages.len() as u32;
-        self.folder.digest = crate::content_digest(&self.folder.messages);
-        tx.put_mailbox(&mailbox_row(
-            self.mailbox,
-            self.folder,
-            &self.header,
-            list.next_uid,
-        ))?;
+        record_folder(&tx, self.mailbox, self.folder, &self.header, list.next_uid)?;
         tx.commit()?;
         drop(lock);
         self.pending_bytes = 0;
@@ -633,16 +639,9 @@ impl<'a> Writer<'a> {
         self.folder.uidvalidity = list.uidvalidity;
         self.folder.uidnext = list.next_uid;
         self.folder.highest_modseq = self.header.highest_modseq.max(self.folder.highest_modseq);
-        self.folder.count = self.folder.messages.len() as u32;
-        self.folder.digest = crate::content_digest(&self.folder.messages);
         let tx = self.index.transaction()?;
         apply_ops(&tx, self.mailbox, ops)?;
-        tx.put_mailbox(&mailbox_row(
-            self.mailbox,
-            self.folder,
-            &self.header,
-            list.next_uid,
-        ))?;
+        record_folder(&tx, self.mailbox, self.folder, &self.header, list.next_uid)?;
         tx.commit()?;
         drop(lock);
         Ok(std::mem::take(&mut self.report))

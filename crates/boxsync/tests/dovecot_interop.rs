@@ -67,14 +67,20 @@ fn populate(dovecot: &Dovecot, loc: &str) {
     dovecot.flags_add(loc, "Work/Prøjekt", 2, "\\Answered \\Seen");
 }
 
-#[test]
-fn dovecot_sees_what_boxsync_backed_up() {
-    let Some(dovecot) = dovecot_or_skip() else {
-        return;
-    };
+/// Dovecot, and two stores under one directory: `a` populated by Dovecot, `b` not there yet.
+fn populated_pair() -> Option<(Dovecot, Dir, String, String)> {
+    let dovecot = dovecot_or_skip()?;
     let dir = Dir::new();
     let (a, b) = (maildir(&dir.join("a")), maildir(&dir.join("b")));
     populate(&dovecot, &a);
+    Some((dovecot, dir, a, b))
+}
+
+#[test]
+fn dovecot_sees_what_boxsync_backed_up() {
+    let Some((dovecot, _dir, a, b)) = populated_pair() else {
+        return;
+    };
     run_boxsync(&a, &["backup"], &b);
     assert_eq!(view(&dovecot, &b), view(&dovecot, &a));
     assert_eq!(mailbox_names(&dovecot, &b), mailbox_names(&dovecot, &a));
@@ -89,12 +95,9 @@ fn dovecot_sees_what_boxsync_backed_up() {
 
 #[test]
 fn dovecot_changes_reach_the_other_side() {
-    let Some(dovecot) = dovecot_or_skip() else {
+    let Some((dovecot, _dir, a, b)) = populated_pair() else {
         return;
     };
-    let dir = Dir::new();
-    let (a, b) = (maildir(&dir.join("a")), maildir(&dir.join("b")));
-    populate(&dovecot, &a);
     dovecot.mailbox_create(&a, "Old");
     dovecot.save(&a, "Old", &message(20));
     dovecot.mailbox_create(&a, "Gone");
@@ -142,10 +145,7 @@ struct Scenario {
 
 impl Scenario {
     fn new() -> Option<Scenario> {
-        let dovecot = dovecot_or_skip()?;
-        let dir = Dir::new();
-        let (a, b) = (maildir(&dir.join("a")), maildir(&dir.join("b")));
-        populate(&dovecot, &a);
+        let (dovecot, dir, a, b) = populated_pair()?;
         // Both sides start as Dovecot's own dsync leaves them.
         let out = dovecot.sync(&a, &b, &["backup"]);
         assert!(
@@ -284,12 +284,9 @@ fn run_with_dovecot_server(
 
 #[test]
 fn boxsync_syncs_with_a_real_dovecot_dsync_server() {
-    let Some(dovecot) = dovecot_or_skip() else {
+    let Some((dovecot, _dir, a, b)) = populated_pair() else {
         return;
     };
-    let dir = Dir::new();
-    let (a, b) = (maildir(&dir.join("a")), maildir(&dir.join("b")));
-    populate(&dovecot, &a);
     boxsync_with_dovecot_server(&dovecot, &a, &b, &["sync"]);
     assert_eq!(view(&dovecot, &a), view(&dovecot, &b));
     assert_eq!(mailbox_names(&dovecot, &a), mailbox_names(&dovecot, &b));
@@ -312,12 +309,9 @@ fn boxsync_syncs_with_a_real_dovecot_dsync_server() {
 
 #[test]
 fn dovecot_syncs_with_boxsync_as_its_dsync_server() {
-    let Some(dovecot) = dovecot_or_skip() else {
+    let Some((dovecot, _dir, a, b)) = populated_pair() else {
         return;
     };
-    let dir = Dir::new();
-    let (a, b) = (maildir(&dir.join("a")), maildir(&dir.join("b")));
-    populate(&dovecot, &a);
     dovecot.prepare(&b);
     let server = format!(
         "{} -o mail_location={b} -o mail_fsync=never dsync-server",
@@ -352,12 +346,9 @@ fn dovecot_syncs_with_boxsync_as_its_dsync_server() {
 
 #[test]
 fn backup_with_a_dovecot_peer_is_refused_quickly_and_clearly() {
-    let Some(dovecot) = dovecot_or_skip() else {
+    let Some((dovecot, _dir, a, b)) = populated_pair() else {
         return;
     };
-    let dir = Dir::new();
-    let (a, b) = (maildir(&dir.join("a")), maildir(&dir.join("b")));
-    populate(&dovecot, &a);
     dovecot.prepare(&b);
     let started = std::time::Instant::now();
     let out = run_with_dovecot_server(&dovecot, &a, &b, &["backup", "-T", "20"]);

@@ -5,6 +5,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod dovecot;
+pub mod imapd;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

@@ -175,6 +175,47 @@ impl Index {
             .map_err(self.err())
     }
 
+    /// Every mailbox the index knows, by GUID order: a store without its own place for mailbox
+    /// GUIDs (an IMAP account) keeps them here only.
+    pub fn all_mailboxes(&self) -> Result<Vec<MailboxRow>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT guid, name, uidvalidity, uidnext, highest_modseq, scan_signature, messages, digest
+                 FROM mailbox ORDER BY guid",
+            )
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([], |r| {
+                let guid: String = r.get(0)?;
+                Ok((
+                    guid,
+                    MailboxRow {
+                        guid: Guid128::default(),
+                        name: r.get(1)?,
+                        uidvalidity: r.get(2)?,
+                        uidnext: r.get(3)?,
+                        highest_modseq: r.get::<_, i64>(4)? as u64,
+                        scan_signature: r.get(5)?,
+                        messages: r.get(6)?,
+                        digest: r.get::<_, i64>(7)? as u64,
+                    },
+                ))
+            })
+            .map_err(self.err())?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (guid, mut row) = row.map_err(self.err())?;
+            // A row whose key is not a GUID was not written by boxsync: skip it, the store
+            // then sees that mailbox as new.
+            if let Some(g) = Guid128::parse_hex(&guid) {
+                row.guid = g;
+                out.push(row);
+            }
+        }
+        Ok(out)
+    }
+
     /// The messages of a mailbox in UID order.
     pub fn messages(&self, mailbox: Guid128) -> Result<Vec<MessageRow>> {
         let mut stmt = self

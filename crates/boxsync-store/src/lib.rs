@@ -1,7 +1,9 @@
 //! Mail stores behind one trait. The brain sees a store as a list of mailboxes (with GUIDs,
 //! tombstones and timestamps), each a UID-ordered list of messages with modseqs and an expunge
-//! journal, that it can change through a batched [`MailboxWriter`]. Backends: `maildir`.
+//! journal, that it can change through a batched [`MailboxWriter`]. Backends: `maildir` and `imapc`.
 
+pub mod hdr_hash;
+pub mod imapc;
 pub mod location;
 pub mod maildir;
 

@@ -1,4 +1,5 @@
-//! Mail locations in Dovecot's syntax: `maildir:PATH[:LAYOUT=fs][:INDEX=DIR]`.
+//! Mail locations in Dovecot's syntax: `maildir:PATH[:LAYOUT=fs][:INDEX=DIR]`, `imapc:[INDEXDIR]`,
+//! and the URLs `imap://user@host[:port]/` and `imaps://user@host[:port]/`.
 
 use boxsync_model::{Error, Result};
 use std::path::{Path, PathBuf};
@@ -20,7 +21,7 @@ pub struct Location {
     pub index_dir: PathBuf,
 }
 
-fn expand_home(p: &str) -> PathBuf {
+pub(crate) fn expand_home(p: &str) -> PathBuf {
     match p.strip_prefix('~') {
         Some(rest) if rest.is_empty() || rest.starts_with('/') => {
             let home = std::env::var_os("HOME")

@@ -2,11 +2,10 @@
 //! `sync`/`backup` with dsync's flags, and the exit codes doveadm uses.
 
 use crate::remote;
+use crate::stores::{self, StoreSettings};
 use boxsync_brain::{Mode, Role, Settings};
 use boxsync_model::{Error, ExitCode, Result};
 use boxsync_proto::{SyncType, state};
-use boxsync_store::Location;
-use boxsync_store::maildir::MaildirStore;
 use boxsync_transport::rawlog::RawLog;
 use boxsync_transport::{command, dest, doveadm, net, server};
 use clap::{Args, Parser, Subcommand};
@@ -19,10 +18,15 @@ use std::io::Write;
 #[derive(Parser, Debug)]
 #[command(name = "boxsync", version, disable_help_subcommand = true)]
 struct Cli {
-    /// Set a setting: mail_location=maildir:PATH[:LAYOUT=fs][:INDEX=DIR] (`%u`, `%n`, `%d`
-    /// expand to the user), mail_fsync=optimized|always|never, dsync_remote_cmd=COMMAND,
-    /// doveadm_password=SECRET, doveadm_port=PORT, ssl_client_ca_file=PEM,
-    /// ssl_cert=<PEM, ssl_key=<PEM, server_max_sessions=N.
+    /// Set a setting: mail_location=maildir:PATH[:LAYOUT=fs][:INDEX=DIR] or imapc:[INDEXDIR]
+    /// or imap[s]://USER@HOST[:PORT]/ (`%u`, `%n`, `%d` expand to the user),
+    /// mail_fsync=optimized|always|never, dsync_remote_cmd=COMMAND, doveadm_password=SECRET,
+    /// doveadm_port=PORT, ssl_client_ca_file=PEM, ssl_cert=<PEM, ssl_key=<PEM,
+    /// server_max_sessions=N; for IMAP accounts imapc_host, imapc_port, imapc_user,
+    /// imapc_master_user, imapc_password, imapc_password_file, imapc_password_command,
+    /// imapc_ssl=no|imaps|starttls, imapc_ssl_verify=yes|no,
+    /// imapc_sasl_mechanisms=PLAIN|LOGIN|XOAUTH2|OAUTHBEARER, imapc_max_connections=N,
+    /// imapc_max_bytes_per_second=SIZE, imapc_cmd_timeout=SECS, dsync_hashed_headers=NAMES.
     #[arg(short = 'o', value_name = "SETTING=VALUE", global = true)]
     options: Vec<String>,
     /// Verbose: log what is done per mailbox.
@@ -183,6 +187,19 @@ struct GlobalSettings {
     ssl_cert: Option<String>,
     ssl_key: Option<String>,
     max_sessions: usize,
+    /// Settings for IMAP locations, kept as given.
+    imapc: std::collections::BTreeMap<String, String>,
+}
+
+impl GlobalSettings {
+    fn store_settings(&self) -> StoreSettings {
+        let mut s = StoreSettings::new(self.fsync);
+        s.imapc = self.imapc.clone();
+        if let Some(ca) = &self.ssl_client_ca_file {
+            s.imapc.insert("ssl_client_ca_file".into(), ca.clone());
+        }
+        s
+    }
 }
 
 fn settings(options: &[String]) -> Result<GlobalSettings> {
@@ -196,6 +213,7 @@ fn settings(options: &[String]) -> Result<GlobalSettings> {
         ssl_cert: None,
         ssl_key: None,
         max_sessions: 10,
+        imapc: Default::default(),
     };
     for o in options {
         let (k, v) = o
@@ -230,6 +248,9 @@ fn settings(options: &[String]) -> Result<GlobalSettings> {
             "ssl_cert" => g.ssl_cert = Some(v.to_owned()),
             "ssl_key" => g.ssl_key = Some(v.to_owned()),
             "server_max_sessions" => g.max_sessions = number(k)?.max(1) as usize,
+            k if stores::is_imapc_setting(k) => {
+                g.imapc.insert(k.to_owned(), v.to_owned());
+            }
             _ => return Err(Error::Config(format!("unknown setting {k:?}"))),
         }
     }
@@ -292,7 +313,7 @@ fn server(global: GlobalSettings, args: ServerArgs) -> Result<ExitCode> {
         None => {
             let user = user_of(args.user);
             let location = remote::expand_location(&template, &user)?;
-            remote::dsync_server_stdio(&location, global.fsync, &wire)
+            remote::dsync_server_stdio(&location, &global.store_settings(), &wire)
         }
         Some(listen) => {
             let password = global.doveadm_password.clone().ok_or_else(|| {
@@ -312,14 +333,22 @@ fn server(global: GlobalSettings, args: ServerArgs) -> Result<ExitCode> {
                 handshake_timeout: std::time::Duration::from_secs(30),
                 shutdown_grace: std::time::Duration::from_secs(60),
             };
-            let fsync = global.fsync;
+            let store_settings = global.store_settings();
             let command_template = template.clone();
             let runner: Box<remote::CommandRunner> =
                 Box::new(move |user, command, args, out, err| {
                     serve_command(&global, &command_template, user, command, args, out, err)
                 });
             server::serve(options, move |conn, peer| {
-                remote::listener_session(conn, peer, &template, &password, fsync, &wire, &*runner)
+                remote::listener_session(
+                    conn,
+                    peer,
+                    &template,
+                    &password,
+                    &store_settings,
+                    &wire,
+                    &*runner,
+                )
             })?;
             Ok(ExitCode::Ok)
         }
@@ -343,7 +372,9 @@ fn sync(
         Error::Config("mail_location is not set (use -o mail_location=maildir:PATH)".into())
     })?;
     let local_text = remote::expand_location(&local_text, &user)?;
-    let local_loc = Location::parse(&local_text)?;
+    let store_settings = global.store_settings();
+    // Checked before anything is opened, so that a bad location never creates the other store.
+    stores::identity(&local_text, &store_settings)?;
     let destination = dest::parse(
         &common.destination,
         &global.remote_cmd,
@@ -395,14 +426,14 @@ fn sync(
     };
     let wire = wire_of(common.wire.timeout, common.wire.rawlog.as_deref())?;
     let mut code = ExitCode::Ok;
-    let report_scan = |store: &MaildirStore, code: &mut ExitCode, err: &mut dyn Write| {
-        for (name, e) in &store.mailbox_errors {
+    let report_scan = |opened: &stores::Opened, code: &mut ExitCode, err: &mut dyn Write| {
+        for (name, e, exit) in &opened.scan_errors {
             let _ = writeln!(
                 err,
                 "boxsync: Error: {}: mailbox {name}: {e}",
-                boxsync_store::Store::describe(store)
+                opened.store.describe()
             );
-            *code = code.worst(e.exit_code());
+            *code = code.worst(*exit);
         }
     };
     // The tests' switch: a local sync through the wire codec (see remote::sync_over_socketpair).
@@ -412,49 +443,49 @@ fn sync(
     let slave_merged = matches!(destination, dest::Destination::Local(_)) && !wire_local;
     let outcome = match destination {
         dest::Destination::Local(text) => {
-            let dest_loc = Location::parse(&remote::expand_location(&text, &user)?)?;
-            if local_loc.root == dest_loc.root {
+            let dest_text = remote::expand_location(&text, &user)?;
+            if stores::identity(&local_text, &store_settings)?
+                == stores::identity(&dest_text, &store_settings)?
+            {
                 return Err(Error::Usage(
                     "source and destination are the same mail location".into(),
                 ));
             }
             // The source first: when it is missing, the destination must not have been created.
             let (mut local, mut dest) = if must_exist(Role::Slave) {
-                let dest = MaildirStore::open(&dest_loc, false, global.fsync)?;
-                let local = MaildirStore::open(&local_loc, true, global.fsync)?;
+                let dest = stores::open(&dest_text, false, &store_settings)?;
+                let local = stores::open(&local_text, true, &store_settings)?;
                 (local, dest)
             } else {
-                let local =
-                    MaildirStore::open(&local_loc, !must_exist(Role::Master), global.fsync)?;
-                let dest = MaildirStore::open(&dest_loc, true, global.fsync)?;
+                let local = stores::open(&local_text, !must_exist(Role::Master), &store_settings)?;
+                let dest = stores::open(&dest_text, true, &store_settings)?;
                 (local, dest)
             };
             report_scan(&local, &mut code, err);
             report_scan(&dest, &mut code, err);
             if wire_local {
                 boxsync_transport::sync_over_socketpair(
-                    &mut local,
-                    &mut dest,
+                    &mut *local.store,
+                    &mut *dest.store,
                     settings,
-                    wire.options(&local_loc.root),
-                    wire.options(&dest_loc.root),
+                    wire.options(&local.spool),
+                    wire.options(&dest.spool),
                 )?
             } else {
-                boxsync_brain::sync_local(&mut local, &mut dest, settings)?
+                boxsync_brain::sync_local(&mut *local.store, &mut *dest.store, settings)?
             }
         }
         dest::Destination::Command { argv, prefix_user } => {
-            let mut local =
-                MaildirStore::open(&local_loc, !must_exist(Role::Master), global.fsync)?;
+            let mut local = stores::open(&local_text, !must_exist(Role::Master), &store_settings)?;
             report_scan(&local, &mut code, err);
             tracing::debug!("running {argv:?}");
             let (link, process) = command::spawn(
                 &argv,
                 prefix_user.as_deref(),
                 format!("boxsync: dsync-remote({user})"),
-                wire.options(&local_loc.root),
+                wire.options(&local.spool),
             )?;
-            let outcome = boxsync_transport::run_master(&mut local, link, settings);
+            let outcome = boxsync_transport::run_master(&mut *local.store, link, settings);
             match outcome {
                 Ok(o) => {
                     match process.wait(std::time::Duration::from_secs(30)) {
@@ -472,8 +503,7 @@ fn sync(
             }
         }
         dest::Destination::Tcp { host, port, tls } => {
-            let mut local =
-                MaildirStore::open(&local_loc, !must_exist(Role::Master), global.fsync)?;
+            let mut local = stores::open(&local_text, !must_exist(Role::Master), &store_settings)?;
             report_scan(&local, &mut code, err);
             let ca = global
                 .ssl_client_ca_file
@@ -488,8 +518,8 @@ fn sync(
                 wire.rawlog.as_ref(),
             )?;
             conn.set_read_timeout(None);
-            let link = remote::tcp_link(conn, wire.options(&local_loc.root))?;
-            boxsync_transport::run_master(&mut local, link, settings)?
+            let link = remote::tcp_link(conn, wire.options(&local.spool))?;
+            boxsync_transport::run_master(&mut *local.store, link, settings)?
         }
     };
     for e in &outcome.errors {

@@ -3,6 +3,7 @@
 
 mod cli;
 mod remote;
+mod stores;
 
 fn main() {
     let code = cli::main();

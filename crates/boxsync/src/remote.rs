@@ -2,16 +2,15 @@
 //! connection, the far end (`dsync-server` on stdin/stdout, or one session of `server
 //! --listen`), and the in-process wire link the tests switch on.
 
+use crate::stores::{self, StoreSettings};
 use boxsync_brain::link::Link;
 use boxsync_brain::{Mode, Outcome, Role};
 use boxsync_model::{Error, ExitCode, Result};
 use boxsync_proto::{Finish, Record};
-use boxsync_store::Location;
-use boxsync_store::maildir::MaildirStore;
 use boxsync_transport::net::Conn;
 use boxsync_transport::rawlog::RawLog;
 use boxsync_transport::{LinkOptions, StreamLink, doveadm};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 /// Transport settings shared by both ends.
@@ -79,7 +78,7 @@ pub fn check_user(user: &str) -> Result<()> {
 pub fn serve_dsync(
     mut link: StreamLink,
     location: &str,
-    fsync: bool,
+    settings: &StoreSettings,
 ) -> (Result<Outcome>, Vec<String>) {
     let store = (|| {
         let mode = match link.peek()? {
@@ -99,8 +98,7 @@ pub fn serve_dsync(
                 source: Role::Slave
             }
         );
-        let loc = Location::parse(location)?;
-        MaildirStore::open(&loc, !is_source, fsync)
+        stores::open(location, !is_source, settings)
     })();
     let mut store = match store {
         Ok(s) => s,
@@ -110,11 +108,11 @@ pub fn serve_dsync(
         }
     };
     let mut messages: Vec<String> = store
-        .mailbox_errors
+        .scan_errors
         .iter()
-        .map(|(name, e)| format!("mailbox {name}: {e}"))
+        .map(|(name, e, _)| format!("mailbox {name}: {e}"))
         .collect();
-    let result = boxsync_brain::run(Role::Slave, &mut store, &mut link, None);
+    let result = boxsync_brain::run(Role::Slave, &mut *store.store, &mut link, None);
     let closed = link.finish();
     if let Ok(o) = &result {
         messages.extend(o.errors.iter().cloned());
@@ -125,15 +123,12 @@ pub fn serve_dsync(
     (result, messages)
 }
 
-/// Where spooled bodies go for a store at `location`.
-pub fn spool_root(location: &str) -> PathBuf {
-    Location::parse(location)
-        .map(|l| l.root)
-        .unwrap_or_else(|_| std::env::temp_dir())
-}
-
 /// `dsync-server` on stdin/stdout.
-pub fn dsync_server_stdio(location: &str, fsync: bool, wire: &Wire) -> Result<ExitCode> {
+pub fn dsync_server_stdio(
+    location: &str,
+    settings: &StoreSettings,
+    wire: &Wire,
+) -> Result<ExitCode> {
     use std::os::fd::AsFd;
     let stdin = std::io::stdin()
         .as_fd()
@@ -147,9 +142,9 @@ pub fn dsync_server_stdio(location: &str, fsync: bool, wire: &Wire) -> Result<Ex
         std::fs::File::from(stdin),
         std::fs::File::from(stdout),
         || {},
-        wire.options(&spool_root(location)),
+        wire.options(&stores::spool_root(location, settings)),
     );
-    let (result, messages) = serve_dsync(link, location, fsync);
+    let (result, messages) = serve_dsync(link, location, settings);
     for m in &messages {
         eprintln!("boxsync: Error: {m}");
     }
@@ -169,11 +164,11 @@ pub fn listener_session(
     peer: String,
     template: &str,
     password: &str,
-    fsync: bool,
+    settings: &StoreSettings,
     wire: &Wire,
     run_command: &CommandRunner,
 ) {
-    if let Err(e) = session(conn, &peer, template, password, fsync, wire, run_command) {
+    if let Err(e) = session(conn, &peer, template, password, settings, wire, run_command) {
         tracing::warn!("{peer}: {e}");
     }
 }
@@ -183,7 +178,7 @@ fn session(
     peer: &str,
     template: &str,
     password: &str,
-    fsync: bool,
+    settings: &StoreSettings,
     wire: &Wire,
     run_command: &CommandRunner,
 ) -> Result<()> {
@@ -203,7 +198,7 @@ fn session(
         check_user(&request.user).and_then(|()| expand_location(template, &request.user));
     let spool = location
         .as_deref()
-        .map(spool_root)
+        .map(|l| stores::spool_root(l, settings))
         .unwrap_or_else(|_| std::env::temp_dir());
     let link = StreamLink::new(
         conn,
@@ -220,7 +215,7 @@ fn session(
         }
     };
     tracing::info!("{peer}: dsync for user {} at {location}", request.user);
-    let (result, messages) = serve_dsync(link, &location, fsync);
+    let (result, messages) = serve_dsync(link, &location, settings);
     for m in &messages {
         tracing::warn!("{peer}: user {}: {m}", request.user);
         log.line(&format!("Error: {m}"));

@@ -47,6 +47,8 @@ pub(crate) struct Writer<'a> {
     report: WriteReport,
     /// Server UIDs of messages the index no longer points to.
     stray: Vec<u32>,
+    /// UIDs saved by this writer: an expunge of one of them means the message it replaced.
+    saved: BTreeSet<Uid>,
 }
 
 impl<'a> Writer<'a> {
@@ -91,6 +93,7 @@ impl<'a> Writer<'a> {
             journal: Vec::new(),
             report: WriteReport::default(),
             stray: Vec::new(),
+            saved: BTreeSet::new(),
         })
     }
 
@@ -237,6 +240,11 @@ impl<'a> Writer<'a> {
 
         let mut gone = std::mem::take(&mut self.stray);
         for uid in std::mem::take(&mut self.expunges) {
+            if self.saved.contains(&uid) {
+                // The message this writer replaced, already on its way out (`stray`).
+                self.report.expunged += 1;
+                continue;
+            }
             let Some((row, sref)) = self.rows.remove(&uid) else {
                 continue;
             };
@@ -397,11 +405,11 @@ impl MailboxWriter for Writer<'_> {
         }
         let hash = hdr_hash::header_hash(&bytes, &self.hashed_headers(), 3);
         if let Some((_, Some(old))) = self.rows.get(&meta.uid) {
-            // The brain saves only to free UIDs; should one be taken, the older copy goes, so
-            // that the server does not keep a message the index no longer knows.
-            tracing::warn!("UID {} saved twice; the older copy is expunged", meta.uid);
+            // A backup replaces the destination's own mail by the source's under the same
+            // UID (the brain also asks to expunge it): the older copy goes from the server.
             self.stray.push(old.uid);
         }
+        self.saved.insert(meta.uid);
         self.rows.insert(
             meta.uid,
             (

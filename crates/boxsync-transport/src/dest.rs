@@ -9,7 +9,7 @@ pub const DEFAULT_REMOTE_CMD: &str = "ssh -l%{login} %{host} boxsync dsync-serve
 
 /// Mail formats that make an argument a mail location rather than a command.
 const MAIL_FORMATS: &[&str] = &[
-    "maildir", "mbox", "sdbox", "mdbox", "dbox", "imapc", "pop3c", "mailbox",
+    "maildir", "mbox", "sdbox", "mdbox", "dbox", "imapc", "pop3c", "mailbox", "imap", "imaps",
 ];
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -234,6 +234,13 @@ mod tests {
             p(&["maildir:/srv/mail/a"]).unwrap(),
             Destination::Local("maildir:/srv/mail/a".into())
         );
+        for url in [
+            "imap://alice@mail.example.org/",
+            "imaps://alice@[::1]:993/",
+            "imapc:",
+        ] {
+            assert_eq!(p(&[url]).unwrap(), Destination::Local(url.into()), "{url}");
+        }
     }
 
     #[test]

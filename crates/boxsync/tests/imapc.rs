@@ -241,6 +241,35 @@ fn tls_and_starttls_with_the_tests_ca() {
         let args = im.imapc_tls_args("alice", ssl);
         let idx = format!("imapc:{}", d.join("idx").display());
         ok(&run(&maildir(&local), &args, &["backup", "-R", &idx]), ssl);
+        if ssl == "imaps" {
+            // The URL form names host, port, user and TLS; its index goes to the default
+            // place under XDG_STATE_HOME.
+            let url = format!("imaps://alice@localhost:{}/", im.tls_port());
+            let only_secrets: Vec<String> = args
+                .chunks(2)
+                .filter(|pair| {
+                    pair[1].starts_with("imapc_password=")
+                        || pair[1].starts_with("ssl_client_ca_file=")
+                })
+                .flatten()
+                .cloned()
+                .collect();
+            let by_url = d.join("ByUrl");
+            let out = boxsync()
+                .env("XDG_STATE_HOME", d.join("state"))
+                .arg("-o")
+                .arg(format!("mail_location={}", maildir(&by_url)))
+                .args(&only_secrets)
+                .args(["backup", "-R", &url])
+                .output()
+                .unwrap();
+            ok(&out, "imaps:// URL");
+            assert_same_content(&content_of(&by_url), &content_of(&local), "by URL");
+            assert!(
+                d.join("state/boxsync/imapc").is_dir(),
+                "default index place"
+            );
+        }
         assert_same_content(&content_of(&local), &account_content(&im, "alice"), ssl);
         // Without the CA the certificate is not trusted, and nothing is written.
         let args: Vec<String> = args

@@ -177,6 +177,12 @@ impl MailBody for ImapBody {
                     self.uid, self.mailbox
                 ),
             )),
+            // A server that breaks the protocol is bad data (exit 65), anything else may work
+            // on a later try (75).
+            Err(e @ Error::Data(_)) => Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                e.to_string(),
+            )),
             Err(e) => Err(std::io::Error::other(e.to_string())),
         }
     }

@@ -587,7 +587,20 @@ impl ImapcStore {
             known.insert(row.uid, (row, sref));
         }
         if uidvalidity_changed {
-            let lost: usize = recover.values().map(VecDeque::len).sum();
+            // What no longer matches is gone from the server: expunged, for the other side to
+            // follow. Were it only changed beyond recognition, it comes back as new mail.
+            let mut lost = 0usize;
+            for (r, _) in recover.into_values().flatten() {
+                if !known.contains_key(&r.uid) {
+                    expunged.push(ExpungedRow {
+                        uid: r.uid,
+                        guid: r.guid,
+                        modseq: next_modseq,
+                    });
+                    changed = true;
+                    lost += 1;
+                }
+            }
             tracing::warn!(
                 "UIDVALIDITY of {} changed on the server; {recovered} messages matched by their \
                  headers, {lost} no longer there",
@@ -614,24 +627,15 @@ impl ImapcStore {
         }
         let digest = content_digest(&messages);
         let tx = self.index.transaction()?;
-        if uidvalidity_changed {
-            tx.delete_mailbox(guid)?;
-            for (r, s) in known.values() {
+        for e in &expunged {
+            tx.delete_message(guid, e.uid)?;
+            tx.add_expunged(guid, e)?;
+        }
+        for v in &dirty {
+            if let Some((r, s)) = known.get(v) {
                 let mut r = r.clone();
                 r.file = s.encode();
                 tx.put_message(guid, &r)?;
-            }
-        } else {
-            for e in &expunged {
-                tx.delete_message(guid, e.uid)?;
-                tx.add_expunged(guid, e)?;
-            }
-            for v in &dirty {
-                if let Some((r, s)) = known.get(v) {
-                    let mut r = r.clone();
-                    r.file = s.encode();
-                    tx.put_message(guid, &r)?;
-                }
             }
         }
         tx.put_mailbox(&MailboxRow {

@@ -76,6 +76,38 @@ pub fn content_digest(messages: &[Message]) -> u64 {
     h
 }
 
+/// Records that both sides now hold `messages` with the flags they have: sets each one's base
+/// and returns the index rows to write, for the messages whose base moved (`file_of` gives a
+/// message's `file` column; one without is skipped).
+pub fn agree_flags(
+    messages: &mut [Message],
+    file_of: impl Fn(Uid) -> Option<String>,
+) -> Vec<boxsync_index::MessageRow> {
+    let mut rows = Vec::new();
+    for m in messages {
+        let current = (m.flags, m.keywords.clone());
+        if m.base.as_ref() == Some(&current) {
+            continue;
+        }
+        let Some(file) = file_of(m.uid) else {
+            continue;
+        };
+        rows.push(boxsync_index::MessageRow {
+            uid: m.uid,
+            guid: m.guid.clone(),
+            file,
+            flags: m.flags,
+            keywords: m.keywords.clone(),
+            modseq: m.modseq,
+            base: Some(current.clone()),
+            pop3_uidl: m.pop3_uidl.clone(),
+            pop3_order: m.pop3_order,
+        });
+        m.base = Some(current);
+    }
+    rows
+}
+
 /// What a save needs besides the body.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SaveMeta {

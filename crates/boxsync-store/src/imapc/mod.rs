@@ -735,22 +735,7 @@ impl Store for ImapcStore {
         self.boxes
             .iter()
             .map(|(guid, b)| {
-                let name_hash = Guid128::sha128_of(&b.name.to_string());
-                let mut renamed = 0i64;
-                let mut sub_change = 0i64;
-                for r in &self.log {
-                    if r.guid == name_hash {
-                        match r.kind {
-                            LogKind::Rename | LogKind::CreateDir => {
-                                renamed = renamed.max(i64::from(r.timestamp))
-                            }
-                            LogKind::Subscribe | LogKind::Unsubscribe => {
-                                sub_change = sub_change.max(i64::from(r.timestamp))
-                            }
-                            _ => {}
-                        }
-                    }
-                }
+                let (renamed, sub_change) = mailbox_log::name_times(&self.log, &b.name);
                 MailboxEntry {
                     name: b.name.clone(),
                     guid: *guid,
@@ -768,17 +753,7 @@ impl Store for ImapcStore {
     }
 
     fn tombstones(&self) -> Tombstones {
-        let mut t = Tombstones::default();
-        for r in &self.log {
-            match r.kind {
-                LogKind::DeleteMailbox if !self.boxes.contains_key(&r.guid) => {
-                    t.mailboxes.push((r.guid, i64::from(r.timestamp)))
-                }
-                LogKind::Unsubscribe => t.unsubscribes.push((r.guid, i64::from(r.timestamp))),
-                _ => {}
-            }
-        }
-        t
+        mailbox_log::tombstones(&self.log, |g| self.boxes.contains_key(&g))
     }
 
     fn broken_mailboxes(&self) -> Vec<MailboxName> {
@@ -953,28 +928,8 @@ impl Store for ImapcStore {
         if !b.loaded {
             return Ok(());
         }
-        let mut rows = Vec::new();
-        for m in &mut b.messages {
-            let current = (m.flags, m.keywords.clone());
-            if m.base.as_ref() == Some(&current) {
-                continue;
-            }
-            let Some(sref) = b.refs.get(&m.uid) else {
-                continue;
-            };
-            rows.push(MessageRow {
-                uid: m.uid,
-                guid: m.guid.clone(),
-                file: sref.encode(),
-                flags: m.flags,
-                keywords: m.keywords.clone(),
-                modseq: m.modseq,
-                base: Some(current.clone()),
-                pop3_uidl: m.pop3_uidl.clone(),
-                pop3_order: m.pop3_order,
-            });
-            m.base = Some(current);
-        }
+        let refs = &b.refs;
+        let rows = crate::agree_flags(&mut b.messages, |uid| refs.get(&uid).map(ServerRef::encode));
         if !rows.is_empty() {
             let tx = self.index.transaction()?;
             for row in &rows {

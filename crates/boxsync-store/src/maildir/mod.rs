@@ -259,22 +259,7 @@ impl Store for MaildirStore {
         self.folders
             .iter()
             .map(|(guid, f)| {
-                let name_hash = Guid128::sha128_of(&f.name.to_string());
-                let mut renamed = 0i64;
-                let mut sub_change = 0i64;
-                for r in &self.log {
-                    if r.guid == name_hash {
-                        match r.kind {
-                            LogKind::Rename | LogKind::CreateDir => {
-                                renamed = renamed.max(i64::from(r.timestamp))
-                            }
-                            LogKind::Subscribe | LogKind::Unsubscribe => {
-                                sub_change = sub_change.max(i64::from(r.timestamp))
-                            }
-                            _ => {}
-                        }
-                    }
-                }
+                let (renamed, sub_change) = mailbox_log::name_times(&self.log, &f.name);
                 MailboxEntry {
                     name: f.name.clone(),
                     guid: *guid,
@@ -299,17 +284,7 @@ impl Store for MaildirStore {
     }
 
     fn tombstones(&self) -> Tombstones {
-        let mut t = Tombstones::default();
-        for r in &self.log {
-            match r.kind {
-                LogKind::DeleteMailbox if !self.folders.contains_key(&r.guid) => {
-                    t.mailboxes.push((r.guid, i64::from(r.timestamp)))
-                }
-                LogKind::Unsubscribe => t.unsubscribes.push((r.guid, i64::from(r.timestamp))),
-                _ => {}
-            }
-        }
-        t
+        mailbox_log::tombstones(&self.log, |g| self.folders.contains_key(&g))
     }
 
     fn load(&mut self, mailbox: Guid128) -> Result<()> {
@@ -439,28 +414,8 @@ impl Store for MaildirStore {
             // Not rescanned since the last run, which recorded this already.
             return Ok(());
         }
-        let mut rows = Vec::new();
-        for m in &mut folder.messages {
-            let current = (m.flags, m.keywords.clone());
-            if m.base.as_ref() == Some(&current) {
-                continue;
-            }
-            let Some(file) = folder.files.get(&m.uid) else {
-                continue;
-            };
-            rows.push(boxsync_index::MessageRow {
-                uid: m.uid,
-                guid: m.guid.clone(),
-                file: file.clone(),
-                flags: m.flags,
-                keywords: m.keywords.clone(),
-                modseq: m.modseq,
-                base: Some(current.clone()),
-                pop3_uidl: m.pop3_uidl.clone(),
-                pop3_order: m.pop3_order,
-            });
-            m.base = Some(current);
-        }
+        let files = &folder.files;
+        let rows = crate::agree_flags(&mut folder.messages, |uid| files.get(&uid).cloned());
         if !rows.is_empty() {
             let tx = self.index.transaction()?;
             for row in &rows {

@@ -82,6 +82,40 @@ impl LogRecord {
     }
 }
 
+/// When the mailbox `name` was last renamed or created, and when its subscription last
+/// changed, by the log (0 when it says nothing).
+pub fn name_times(log: &[LogRecord], name: &boxsync_model::MailboxName) -> (i64, i64) {
+    let name_hash = Guid128::sha128_of(&name.to_string());
+    let mut renamed = 0i64;
+    let mut sub_change = 0i64;
+    for r in log.iter().filter(|r| r.guid == name_hash) {
+        match r.kind {
+            LogKind::Rename | LogKind::CreateDir => renamed = renamed.max(i64::from(r.timestamp)),
+            LogKind::Subscribe | LogKind::Unsubscribe => {
+                sub_change = sub_change.max(i64::from(r.timestamp))
+            }
+            _ => {}
+        }
+    }
+    (renamed, sub_change)
+}
+
+/// The deleted mailboxes (those `exists` does not know) and removed subscriptions the log
+/// holds.
+pub fn tombstones(log: &[LogRecord], exists: impl Fn(Guid128) -> bool) -> crate::Tombstones {
+    let mut t = crate::Tombstones::default();
+    for r in log {
+        match r.kind {
+            LogKind::DeleteMailbox if !exists(r.guid) => {
+                t.mailboxes.push((r.guid, i64::from(r.timestamp)))
+            }
+            LogKind::Unsubscribe => t.unsubscribes.push((r.guid, i64::from(r.timestamp))),
+            _ => {}
+        }
+    }
+    t
+}
+
 /// All records of the log in `dir`, oldest first: the rotated file, then the current one.
 /// Missing files are empty logs; a trailing partial record (a writer that crashed mid-append)
 /// and records of unknown kinds are skipped.

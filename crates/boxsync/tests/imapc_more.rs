@@ -5,69 +5,19 @@
 mod common;
 mod support;
 
-use common::imapd::Imapd;
-use common::{Dir, boxsync, maildir, message};
-use std::collections::{BTreeMap, BTreeSet};
+use common::imapd::{Imapd, run_boxsync as run, with_port};
+use common::{Dir, maildir, message};
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::Output;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::{Folder, Mail, code, describe, read_maildir, tree_bytes};
-
-/// Mailbox name → sorted (flags, body) of its messages: what an IMAP client sees, whatever
-/// the UIDs.
-type Content = BTreeMap<String, Vec<(BTreeSet<String>, Vec<u8>)>>;
-
-fn content_of(root: &Path) -> Content {
-    let view = read_maildir(root);
-    assert!(view.problems.is_empty(), "{:#?}", view.problems);
-    view.mailboxes
-        .into_iter()
-        .map(|(name, mb)| {
-            let mut msgs: Vec<_> = mb
-                .messages
-                .into_values()
-                .map(|m| (m.flags, m.body))
-                .collect();
-            msgs.sort();
-            (name, msgs)
-        })
-        .collect()
-}
-
-fn assert_same_content(a: &Content, b: &Content, what: &str) {
-    let names = |c: &Content| c.keys().cloned().collect::<Vec<_>>();
-    assert_eq!(names(a), names(b), "{what}: mailbox lists differ");
-    for (name, msgs) in a {
-        let other = &b[name];
-        assert_eq!(msgs.len(), other.len(), "{what}: message count of {name}");
-        for (i, (m, n)) in msgs.iter().zip(other).enumerate() {
-            assert_eq!(m.0, n.0, "{what}: flags of message {i} in {name}");
-            assert!(m.1 == n.1, "{what}: bytes of message {i} in {name} differ");
-        }
-    }
-}
-
-/// Runs boxsync with `-o mail_location=LOCAL`, the account's settings and `args`.
-fn run(local: &str, account: &[String], args: &[&str]) -> Output {
-    let mut cmd = boxsync();
-    cmd.arg("-o").arg(format!("mail_location={local}"));
-    cmd.args(account);
-    cmd.args(args);
-    cmd.output().expect("run boxsync")
-}
-
-fn ok(out: &Output, what: &str) {
-    assert_eq!(code(out), 0, "{what}: {}", describe(out));
-    assert!(
-        !String::from_utf8_lossy(&out.stderr).contains("panicked"),
-        "{what}: {}",
-        describe(out)
-    );
-}
+use support::{
+    Content, Folder, Mail, assert_same_content, code, content_of, describe, ok, read_maildir,
+    tree_bytes,
+};
 
 /// Runs once more when the first run says "changed during the sync" (exit 2).
 fn ok_within_two(local: &str, account: &[String], args: &[&str], what: &str) {
@@ -578,18 +528,6 @@ fn pump(mut from: TcpStream, mut to: TcpStream, log: Option<&Mutex<Vec<String>>>
         }
     }
     let _ = to.shutdown(std::net::Shutdown::Write);
-}
-
-fn with_port(args: &[String], port: u16) -> Vec<String> {
-    args.iter()
-        .map(|a| {
-            if a.starts_with("imapc_port=") {
-                format!("imapc_port={port}")
-            } else {
-                a.clone()
-            }
-        })
-        .collect()
 }
 
 /// The command names of recorded client lines (tag dropped), e.g. "UID FETCH", "LIST".

@@ -669,3 +669,25 @@ fn literal_size(line: &[u8]) -> Option<usize> {
     let digits = digits.strip_suffix(b"+").unwrap_or(digits);
     std::str::from_utf8(digits).ok()?.parse().ok()
 }
+
+/// Runs boxsync with `-o mail_location=LOCAL`, an account's settings and `args`.
+pub fn run_boxsync(local: &str, account: &[String], args: &[&str]) -> std::process::Output {
+    let mut cmd = super::boxsync();
+    cmd.arg("-o").arg(format!("mail_location={local}"));
+    cmd.args(account);
+    cmd.args(args);
+    cmd.output().expect("run boxsync")
+}
+
+/// `args` with `imapc_port` replaced by `port` (to go through a proxy).
+pub fn with_port(args: &[String], port: u16) -> Vec<String> {
+    args.iter()
+        .map(|a| {
+            if a.starts_with("imapc_port=") {
+                format!("imapc_port={port}")
+            } else {
+                a.clone()
+            }
+        })
+        .collect()
+}

@@ -533,3 +533,49 @@ pub fn describe(out: &Output) -> String {
 pub fn code(out: &Output) -> i32 {
     out.status.code().unwrap_or(-1)
 }
+
+/// Mailbox name → sorted (flags, body) of its messages: what an IMAP client sees, whatever
+/// the UIDs.
+pub type Content = BTreeMap<String, Vec<(BTreeSet<String>, Vec<u8>)>>;
+
+/// The [`Content`] of the Maildir at `root`, which must have no problems.
+pub fn content_of(root: &Path) -> Content {
+    let view = read_maildir(root);
+    assert!(view.problems.is_empty(), "{:#?}", view.problems);
+    view.mailboxes
+        .into_iter()
+        .map(|(name, mb)| {
+            let mut msgs: Vec<_> = mb
+                .messages
+                .into_values()
+                .map(|m| (m.flags, m.body))
+                .collect();
+            msgs.sort();
+            (name, msgs)
+        })
+        .collect()
+}
+
+/// Asserts that two stores hold the same mailboxes with the same messages and flags.
+pub fn assert_same_content(a: &Content, b: &Content, what: &str) {
+    let names = |c: &Content| c.keys().cloned().collect::<Vec<_>>();
+    assert_eq!(names(a), names(b), "{what}: mailbox lists differ");
+    for (name, msgs) in a {
+        let other = &b[name];
+        assert_eq!(msgs.len(), other.len(), "{what}: message count of {name}");
+        for (i, (m, n)) in msgs.iter().zip(other).enumerate() {
+            assert_eq!(m.0, n.0, "{what}: flags of message {i} in {name}");
+            assert!(m.1 == n.1, "{what}: bytes of message {i} in {name} differ");
+        }
+    }
+}
+
+/// Asserts that a run exited 0 without a panic.
+pub fn ok(out: &Output, what: &str) {
+    assert_eq!(code(out), 0, "{what}: {}", describe(out));
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("panicked"),
+        "{what}: {}",
+        describe(out)
+    );
+}

@@ -657,3 +657,38 @@ fn an_expunge_together_with_a_uidvalidity_change_reaches_the_other_side() {
         "the expunged message came back to the server"
     );
 }
+
+#[test]
+fn changed_mailboxes_are_read_over_imapc_max_connections_at_once() {
+    let Some(im) = Imapd::start_with(&["alice"]) else {
+        return;
+    };
+    populate(&im, "alice");
+    let account = account_content(&im, "alice");
+    assert!(account.len() >= 4, "{:?}", account.keys());
+    let proxy = RecordingProxy::start(im.port());
+    let logins = |lines: &[String]| commands(lines).iter().filter(|c| *c == "LOGIN").count();
+    for (connections, expected) in [(1usize, 2usize), (3, 5)] {
+        let d = Dir::new();
+        let local = d.join("Maildir");
+        let mut alice = with_port(&im.imapc_args("alice"), proxy.port);
+        alice.extend(["-o".into(), format!("imapc_max_connections={connections}")]);
+        ok(
+            &run(
+                &maildir(&local),
+                &alice,
+                &["backup", "-R", &imapc(&d, "idx")],
+            ),
+            "migrate",
+        );
+        let lines = proxy.take();
+        // The main connection, the body fetcher, and with more than one connection allowed,
+        // that many readers of the changed mailboxes.
+        assert_eq!(
+            logins(&lines),
+            expected,
+            "{connections} connections: {lines:#?}"
+        );
+        assert_same_content(&content_of(&local), &account, "migrated");
+    }
+}

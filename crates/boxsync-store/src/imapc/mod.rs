@@ -16,6 +16,7 @@
 
 mod body;
 pub mod config;
+mod gather;
 pub mod names;
 mod writer;
 
@@ -27,11 +28,12 @@ use crate::{
     content_digest, hdr_hash,
 };
 use body::Fetcher;
-use boxsync_imap::{GuidItem, ListEntry, MessageMeta, MetaRequest, Session, Status};
+use boxsync_imap::{GuidItem, ListEntry, Session, Status};
 use boxsync_index::{Index, MailboxRow, MessageRow};
 use boxsync_model::error::IoContext;
 use boxsync_model::{Error, Flags, Guid128, Keywords, MailboxName, Modseq, Result, Uid};
 use boxsync_proto::MailBody;
+use gather::{Changes, GuidProbe, Want};
 use names::ServerNames;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -117,16 +119,49 @@ pub(crate) struct ImapBox {
     pub refs: BTreeMap<Uid, ServerRef>,
 }
 
+/// A mailbox whose server counters moved, waiting for what changed there.
+struct Job {
+    name: MailboxName,
+    row: MailboxRow,
+    b: ImapBox,
+    old_rows: Vec<MessageRow>,
+    want: Want,
+}
+
+/// [`gather::gather`] on a worker's own connection, opened on first use and once more when
+/// it was lost.
+fn gather_on(
+    session: &mut Option<Session>,
+    config: &boxsync_imap::Config,
+    want: &Want,
+    probe: &mut GuidProbe,
+    headers: &[String],
+) -> Result<Changes> {
+    for attempt in 0..2 {
+        if session.is_none() {
+            *session = Some(Session::connect(config)?);
+        }
+        let s = session.as_mut().expect("just connected");
+        match gather::gather(s, want, probe, headers) {
+            Err(Error::Temp(msg)) if attempt == 0 => {
+                tracing::warn!("{msg}; connecting again");
+                *session = None;
+            }
+            r => return r,
+        }
+    }
+    unreachable!("the second attempt returns")
+}
+
 /// An IMAP account opened for a sync.
 pub struct ImapcStore {
     location: ImapcLocation,
     session: Session,
     index: Index,
     names: ServerNames,
-    /// The fetch item that gives a message GUID; `None` when the server has none.
-    guid_item: Option<GuidItem>,
-    /// Whether `guid_item` was tried and worked (Dovecot answers `X-GUID` without announcing it).
-    guid_item_checked: bool,
+    /// The fetch item that gives a message GUID (`None` when the server has none), and
+    /// whether it was seen to work (Dovecot answers `X-GUID` without announcing it).
+    probe: GuidProbe,
     boxes: BTreeMap<Guid128, ImapBox>,
     subscribed: HashSet<MailboxName>,
     log: Vec<LogRecord>,
@@ -231,8 +266,10 @@ impl ImapcStore {
             session,
             index,
             names,
-            guid_item,
-            guid_item_checked: false,
+            probe: GuidProbe {
+                item: guid_item,
+                checked: false,
+            },
             boxes: BTreeMap::new(),
             subscribed: HashSet::new(),
             log: mailbox_log::read(&location.index_dir)?,
@@ -304,6 +341,7 @@ impl ImapcStore {
                 unclaimed.push(row.clone());
             }
         }
+        let mut jobs: Vec<Job> = Vec::new();
         for (name, entry) in pending {
             let status = match entry.status {
                 Some(s) => s,
@@ -351,7 +389,7 @@ impl ImapcStore {
             if !seen_rows.insert(row.guid) {
                 continue;
             }
-            let mut b = ImapBox {
+            let b = ImapBox {
                 name: name.clone(),
                 server: entry.name.clone(),
                 uidvalidity: row.uidvalidity,
@@ -367,15 +405,27 @@ impl ImapcStore {
             let unchanged = status.highestmodseq.is_some()
                 && b.signature == Some(Signature::of(&status))
                 && row.name == name.to_string();
-            if !unchanged {
-                let guid = row.guid;
-                if let Err(e) = self.retrying(|s| s.refresh_box(guid, &row, &mut b)) {
+            if unchanged {
+                boxes.insert(row.guid, b);
+                continue;
+            }
+            let old_rows = match self.index.messages(row.guid) {
+                Ok(r) => r,
+                Err(e) => {
                     self.mailbox_errors.push((name.to_string(), e));
                     continue;
                 }
-            }
-            boxes.insert(row.guid, b);
+            };
+            let want = self.want_of(&b.server, &row, &old_rows);
+            jobs.push(Job {
+                name,
+                row,
+                b,
+                old_rows,
+                want,
+            });
         }
+        self.gather_and_apply(jobs, &mut boxes);
         // What the index knew and the server no longer lists was deleted there.
         for row in unclaimed {
             if boxes.contains_key(&row.guid) {
@@ -416,9 +466,8 @@ impl ImapcStore {
         named
     }
 
-    /// Brings the index of one mailbox up to date with the server.
-    fn refresh_box(&mut self, guid: Guid128, row: &MailboxRow, b: &mut ImapBox) -> Result<()> {
-        let old_rows = self.index.messages(guid)?;
+    /// What the index knows of a mailbox, for asking the server about the rest.
+    fn want_of(&self, server: &str, row: &MailboxRow, old_rows: &[MessageRow]) -> Want {
         let old_sig = Signature::decode(&row.scan_signature);
         let qresync = match old_sig {
             Some(s) if self.session.qresync_enabled() && s.highest_modseq > 0 => {
@@ -426,9 +475,112 @@ impl ImapcStore {
             }
             _ => None,
         };
-        let sel = self.session.select(&b.server, true, qresync)?;
-        let uidvalidity_changed = old_sig.is_some_and(|s| s.uidvalidity != sel.uidvalidity);
+        Want {
+            server: server.to_owned(),
+            qresync,
+            old_uidvalidity: old_sig.map(|s| s.uidvalidity),
+            known: old_rows
+                .iter()
+                .filter_map(|r| ServerRef::decode(&r.file).map(|s| s.uid))
+                .collect(),
+        }
+    }
 
+    /// Asks the server what changed in every mailbox of `jobs` and writes it to the index.
+    /// The first mailbox goes over the main connection (it settles which GUID item the server
+    /// answers); the others over up to `imapc_max_connections` connections at once, applied
+    /// as their answers come in.
+    fn gather_and_apply(&mut self, jobs: Vec<Job>, boxes: &mut BTreeMap<Guid128, ImapBox>) {
+        let headers = self.location.hashed_headers.clone();
+        let mut rest = jobs.into_iter();
+        let Some(first) = rest.next() else {
+            return;
+        };
+        let changes =
+            self.retrying(|s| gather::gather(&mut s.session, &first.want, &mut s.probe, &headers));
+        self.apply_job(first, changes, boxes);
+        let rest: Vec<Job> = rest.collect();
+        let workers = self.location.max_connections.min(rest.len());
+        if workers <= 1 {
+            for job in rest {
+                let changes = self.retrying(|s| {
+                    gather::gather(&mut s.session, &job.want, &mut s.probe, &headers)
+                });
+                self.apply_job(job, changes, boxes);
+            }
+            return;
+        }
+        let queue: Mutex<VecDeque<(usize, Want)>> =
+            Mutex::new(rest.iter().map(|j| j.want.clone()).enumerate().collect());
+        let mut slots: Vec<Option<Job>> = rest.into_iter().map(Some).collect();
+        let config = self.location.config.clone();
+        let probe = self.probe;
+        let (tx, rx) = std::sync::mpsc::channel::<(usize, Result<Changes>)>();
+        std::thread::scope(|scope| {
+            for _ in 0..workers {
+                let tx = tx.clone();
+                let (queue, config, headers) = (&queue, &config, &headers);
+                scope.spawn(move || {
+                    let mut session: Option<Session> = None;
+                    let mut probe = probe;
+                    loop {
+                        let next = queue.lock().ok().and_then(|mut q| q.pop_front());
+                        let Some((i, want)) = next else { break };
+                        let changes = gather_on(&mut session, config, &want, &mut probe, headers);
+                        if tx.send((i, changes)).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+            drop(tx);
+            for (i, changes) in rx {
+                if let Some(job) = slots.get_mut(i).and_then(Option::take) {
+                    self.apply_job(job, changes, boxes);
+                }
+            }
+        });
+    }
+
+    fn apply_job(
+        &mut self,
+        job: Job,
+        changes: Result<Changes>,
+        boxes: &mut BTreeMap<Guid128, ImapBox>,
+    ) {
+        let Job {
+            name,
+            row,
+            mut b,
+            old_rows,
+            ..
+        } = job;
+        match changes.and_then(|c| self.apply(row.guid, &row, &mut b, old_rows, c)) {
+            Ok(()) => {
+                boxes.insert(row.guid, b);
+            }
+            Err(e) => self.mailbox_errors.push((name.to_string(), e)),
+        }
+    }
+
+    /// Writes what changed on the server into the index: expunges into the journal, flag
+    /// changes and new messages with a new modseq, new messages under the server's UID where
+    /// it is free.
+    fn apply(
+        &mut self,
+        guid: Guid128,
+        row: &MailboxRow,
+        b: &mut ImapBox,
+        old_rows: Vec<MessageRow>,
+        changes: Changes,
+    ) -> Result<()> {
+        let Changes {
+            sel,
+            uidvalidity_changed,
+            vanished,
+            flag_updates,
+            new_meta,
+        } = changes;
         // The messages as the index knows them, by virtual UID.
         let mut known: BTreeMap<Uid, (MessageRow, ServerRef)> = BTreeMap::new();
         let mut recover: HashMap<(String, u64), VecDeque<(MessageRow, ServerRef)>> = HashMap::new();
@@ -447,51 +599,6 @@ impl ImapcStore {
         }
         let mut by_server: HashMap<u32, Uid> =
             known.iter().map(|(v, (_, s))| (s.uid, *v)).collect();
-        let max_known = known.values().map(|(_, s)| s.uid).max().unwrap_or(0);
-
-        let vanished: Vec<u32>;
-        let mut flag_updates: Vec<MessageMeta> = Vec::new();
-        let new_meta: Vec<MessageMeta>;
-        if qresync.is_some() && !uidvalidity_changed {
-            vanished = sel.vanished.clone();
-            flag_updates = sel.changed.clone();
-            new_meta = if sel.exists == 0 {
-                Vec::new()
-            } else {
-                self.fetch_new(&format!("{}:*", max_known + 1), max_known)?
-            };
-        } else if sel.exists == 0 {
-            vanished = by_server.keys().copied().collect();
-            new_meta = Vec::new();
-        } else {
-            let flags_only = MetaRequest {
-                guid: None,
-                header_fields: None,
-                changed_since: None,
-                vanished: false,
-                internaldate_and_size: false,
-            };
-            let (all, _) = self.session.fetch_meta("1:*", &flags_only)?;
-            let present: HashSet<u32> = all.iter().map(|m| m.uid).collect();
-            vanished = by_server
-                .keys()
-                .filter(|u| !present.contains(u))
-                .copied()
-                .collect();
-            let mut fresh = Vec::new();
-            for m in all {
-                if by_server.contains_key(&m.uid) {
-                    flag_updates.push(m);
-                } else {
-                    fresh.push(m.uid);
-                }
-            }
-            let mut metas = Vec::new();
-            for set in uid_sets(&fresh) {
-                metas.extend(self.fetch_new(&set, 0)?);
-            }
-            new_meta = metas;
-        }
 
         let next_modseq = row.highest_modseq + 1;
         let mut changed = false;
@@ -659,42 +766,6 @@ impl ImapcStore {
         b.refs = refs;
         b.loaded = true;
         Ok(())
-    }
-
-    /// Everything about messages not seen before: flags, date, size, GUID and the headers
-    /// that are hashed. With `above`, answers at or below it are dropped (`N:*` always names
-    /// the last message, even when every UID is below N).
-    fn fetch_new(&mut self, set: &str, above: u32) -> Result<Vec<MessageMeta>> {
-        let headers = self.location.hashed_headers.clone();
-        loop {
-            let req = MetaRequest {
-                guid: self.guid_item,
-                header_fields: Some(&headers),
-                changed_since: None,
-                vanished: false,
-                internaldate_and_size: true,
-            };
-            match self.session.fetch_meta(set, &req) {
-                Ok((metas, _)) => {
-                    if self.guid_item.is_some() {
-                        if metas.iter().any(|m| m.guid.is_none()) {
-                            // A server that ignores the item: use header hashes throughout.
-                            self.guid_item = None;
-                            continue;
-                        }
-                        self.guid_item_checked = true;
-                    }
-                    return Ok(metas.into_iter().filter(|m| m.uid > above).collect());
-                }
-                Err(Error::Data(msg)) if self.guid_item.is_some() && !self.guid_item_checked => {
-                    tracing::debug!(
-                        "the server has no GUID fetch item ({msg}); using header hashes"
-                    );
-                    self.guid_item = None;
-                }
-                Err(e) => return Err(e),
-            }
-        }
     }
 
     fn imap_box(&self, guid: Guid128) -> Result<&ImapBox> {

@@ -4,17 +4,22 @@ use crate::mailbox::mailbox_arg;
 use crate::session::{Incoming, What};
 use crate::{Append, Session, StoreMode};
 use boxsync_model::{Error, Result};
+use imap_codec::CommandCodec;
+use imap_codec::encode::{Encoder, Fragment};
 use imap_codec::imap_types::IntoStatic;
-use imap_codec::imap_types::command::CommandBody;
-use imap_codec::imap_types::core::{Literal, LiteralMode};
+use imap_codec::imap_types::command::{Command, CommandBody};
+use imap_codec::imap_types::core::{Literal, LiteralMode, Tag};
 use imap_codec::imap_types::datetime::DateTime;
 use imap_codec::imap_types::extensions::binary::{Literal8, LiteralOrLiteral8};
 use imap_codec::imap_types::flag::{Flag, StoreResponse, StoreType};
 use imap_codec::imap_types::mailbox::Mailbox;
-use imap_codec::imap_types::response::{Code, StatusKind};
+use imap_codec::imap_types::response::{Code, StatusKind, Tagged};
 use imap_codec::imap_types::sequence::SequenceSet;
 use std::borrow::Cow;
 use std::collections::VecDeque;
+
+/// A message up to this size goes out in the same write as its command line.
+const SMALL_MESSAGE: usize = 64 * 1024;
 
 impl Session {
     /// APPENDs every item to `mailbox`, pipelined: up to the window of commands in flight,
@@ -26,11 +31,14 @@ impl Session {
     /// On an error (from `items` or the server) the commands already in flight are
     /// finished first, then the first error is returned. Not retried: a repeated APPEND
     /// would duplicate the message. A server that refuses a synchronizing literal with NO
-    /// instead of `+` leaves imap-next waiting, so then the session is unusable afterwards.
+    /// instead of `+` gets no message for that command, which then counts as refused.
+    ///
+    /// The messages go out straight from the callers' buffers (see `send_append`), so a
+    /// big message is in memory once, not again as an encoded command.
     pub fn append_many(
         &mut self,
         mailbox: &str,
-        items: &mut dyn Iterator<Item = Result<Append>>,
+        items: &mut dyn Iterator<Item = Result<Append<'_>>>,
     ) -> Result<Vec<Option<u32>>> {
         let what = What::new("APPEND", Some(mailbox));
         self.begin(&what)?;
@@ -41,54 +49,84 @@ impl Session {
             LiteralMode::Sync
         };
         let binary = self.has("BINARY");
-        let mut results = Vec::new();
-        let mut inflight: VecDeque<(String, usize)> = VecDeque::new();
-        let mut first_err = None;
+        let mut state = Appending {
+            results: Vec::new(),
+            inflight: VecDeque::new(),
+            first_err: None,
+        };
         let mut exhausted = false;
         loop {
-            while first_err.is_none() && !exhausted && inflight.len() < self.window {
+            while state.first_err.is_none() && !exhausted && state.inflight.len() < self.window {
                 match items.next() {
                     None => exhausted = true,
-                    Some(Err(e)) => first_err = Some(e),
-                    Some(Ok(item)) => match append_body(&target, item, mode, binary, &self.host) {
-                        Ok(body) => {
-                            let tag = self.send(body);
-                            inflight.push_back((tag, results.len()));
-                            results.push(None);
+                    Some(Err(e)) => state.first_err = Some(e),
+                    Some(Ok(item)) => {
+                        let tag = self.new_tag();
+                        let name = tag.inner().to_owned();
+                        match append_line(tag, &target, &item, mode, binary, &self.host) {
+                            Ok(line) => {
+                                self.send_append(&mut state, name, line, item.body, mode, &what)?
+                            }
+                            Err(e) => state.first_err = Some(e),
                         }
-                        Err(e) => first_err = Some(e),
-                    },
+                    }
                 }
             }
-            if inflight.is_empty() {
+            if state.inflight.is_empty() {
                 break;
             }
-            let Incoming::Tagged(tagged) = self.next_in()? else {
-                continue;
-            };
-            let Some(pos) = inflight.iter().position(|(t, _)| t == tagged.tag.inner()) else {
-                continue;
-            };
-            let Some((_, index)) = inflight.remove(pos) else {
-                continue;
-            };
-            if tagged.body.kind == StatusKind::Ok {
-                if let Some(Code::AppendUid { uid, .. }) = tagged.body.code {
-                    results[index] = Some(uid.get());
-                }
-            } else {
-                let e = self.refusal(&what, &tagged.body);
-                if mode == LiteralMode::Sync {
-                    // imap-next still waits for a "+" for this literal; nothing queued
-                    // behind it will ever go out.
-                    return Err(self.poison(e));
-                }
-                first_err.get_or_insert(e);
+            if let Incoming::Tagged(tagged) = self.next_in()? {
+                state.settle(self, &what, tagged);
             }
         }
-        match first_err {
+        match state.first_err {
             Some(e) => Err(e),
-            None => Ok(results),
+            None => Ok(state.results),
+        }
+    }
+
+    /// Writes one APPEND: its line, then (after the server's `+` for a synchronizing
+    /// literal) the message straight from the caller's buffer, so it is never copied into
+    /// an encoded command. A NO instead of the `+` settles the command without the literal.
+    fn send_append(
+        &mut self,
+        state: &mut Appending,
+        tag: String,
+        mut line: Vec<u8>,
+        body: &[u8],
+        mode: LiteralMode,
+        what: &What,
+    ) -> Result<()> {
+        state.inflight.push_back((tag.clone(), state.results.len()));
+        state.results.push(None);
+        if mode == LiteralMode::Sync {
+            self.write(&line)?;
+            line.clear();
+            loop {
+                match self.next_in()? {
+                    Incoming::Continue => break,
+                    Incoming::Tagged(tagged) => {
+                        let ours = tagged.tag.inner() == tag;
+                        state.settle(self, what, tagged);
+                        if ours {
+                            return Ok(());
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        // A small message goes out with its line in one write; a big one is not copied.
+        if body.len() <= SMALL_MESSAGE {
+            line.extend_from_slice(body);
+            line.extend_from_slice(b"\r\n");
+            self.write(&line)
+        } else {
+            if !line.is_empty() {
+                self.write(&line)?;
+            }
+            self.write(body)?;
+            self.write(b"\r\n")
         }
     }
 
@@ -169,13 +207,17 @@ fn parse_flags(flags: &[String]) -> Result<Vec<Flag<'static>>> {
         .collect()
 }
 
-fn append_body(
+/// The command line of an APPEND of `item`, up to and including its literal's `{n}` and CRLF.
+/// imap-codec encodes the command with an empty literal, and the length is put in: encoding
+/// the message itself would copy it.
+fn append_line(
+    tag: Tag<'static>,
     mailbox: &Mailbox<'static>,
-    item: Append,
+    item: &Append,
     mode: LiteralMode,
     binary: bool,
     host: &str,
-) -> Result<CommandBody<'static>> {
+) -> Result<Vec<u8>> {
     let date = match item.internaldate {
         None => None,
         Some(secs) => {
@@ -196,20 +238,77 @@ fn append_body(
             )));
         }
         LiteralOrLiteral8::Literal8(Literal8 {
-            data: Cow::Owned(item.body),
+            data: Cow::Borrowed(&[]),
             mode,
         })
     } else {
-        let mut literal = Literal::try_from(item.body)
-            .map_err(|e| Error::data(format!("imapc({host}): message not sendable: {e}")))?;
+        // Without NUL bytes any message is a valid literal.
+        let mut literal = Literal::unvalidated(&[][..]);
         literal.set_mode(mode);
         LiteralOrLiteral8::Literal(literal)
     };
-    Ok(CommandBody::Append {
-        mailbox: mailbox.clone(),
-        flags: parse_flags(&item.flags)?,
-        date,
-        message,
+    let command = Command {
+        tag,
+        body: CommandBody::Append {
+            mailbox: mailbox.clone(),
+            flags: parse_flags(&item.flags)?,
+            date,
+            message,
+        },
+    };
+    let mut fragments = CommandCodec::default().encode(&command);
+    let odd = || Error::Usage("imapc: APPEND encoded in an unexpected shape".into());
+    let Some(Fragment::Line { data: mut line }) = fragments.next() else {
+        return Err(odd());
+    };
+    // After the empty literal only the command's closing CRLF may follow.
+    let rest: Vec<Fragment> = fragments.collect();
+    let tail_ok = matches!(
+        rest.as_slice(),
+        [Fragment::Literal { data, .. }, Fragment::Line { data: end }]
+            if data.is_empty() && end.as_slice() == b"\r\n"
+    );
+    let suffix: &[u8] = match mode {
+        LiteralMode::Sync => b"{0}\r\n",
+        LiteralMode::NonSync => b"{0+}\r\n",
+    };
+    if !tail_ok || !line.ends_with(suffix) {
+        return Err(odd());
     }
-    .into_static())
+    // The "0" of "{0}" becomes the message's length.
+    let zero = line.len() - suffix.len() + 1;
+    line.splice(zero..zero + 1, item.body.len().to_string().into_bytes());
+    Ok(line)
+}
+
+/// What the pipelined APPENDs have come to so far.
+struct Appending {
+    results: Vec<Option<u32>>,
+    /// Tag and index into `results` of each command waiting for its answer.
+    inflight: VecDeque<(String, usize)>,
+    first_err: Option<Error>,
+}
+
+impl Appending {
+    /// Records the server's answer to one of the APPENDs.
+    fn settle(&mut self, session: &mut Session, what: &What, tagged: Tagged) {
+        let Some(pos) = self
+            .inflight
+            .iter()
+            .position(|(t, _)| t == tagged.tag.inner())
+        else {
+            return;
+        };
+        let Some((_, index)) = self.inflight.remove(pos) else {
+            return;
+        };
+        if tagged.body.kind == StatusKind::Ok {
+            if let Some(Code::AppendUid { uid, .. }) = tagged.body.code {
+                self.results[index] = Some(uid.get());
+            }
+        } else {
+            let e = session.refusal(what, &tagged.body);
+            self.first_err.get_or_insert(e);
+        }
+    }
 }

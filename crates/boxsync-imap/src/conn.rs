@@ -254,17 +254,24 @@ impl Deflate {
         }
     }
 
-    pub(crate) fn deflate(&mut self, mut input: &[u8]) -> std::io::Result<Vec<u8>> {
+    /// Compresses `input`; with `flush`, everything given so far can be inflated from what
+    /// came out (a sync flush), else the compressor may keep some of it back.
+    pub(crate) fn deflate(&mut self, mut input: &[u8], flush: bool) -> std::io::Result<Vec<u8>> {
+        let mode = if flush {
+            flate2::FlushCompress::Sync
+        } else {
+            flate2::FlushCompress::None
+        };
         let mut out = Vec::with_capacity(input.len() / 2 + 64);
         loop {
             out.reserve(input.len().max(64));
             let before = self.compress.total_in();
             self.compress
-                .compress_vec(input, &mut out, flate2::FlushCompress::Sync)
+                .compress_vec(input, &mut out, mode)
                 .map_err(std::io::Error::other)?;
             let used = usize::try_from(self.compress.total_in() - before).unwrap_or(input.len());
             input = &input[used.min(input.len())..];
-            // Spare room left means the sync flush is complete.
+            // Spare room left means all input is taken (and the sync flush complete).
             if input.is_empty() && out.len() < out.capacity() {
                 return Ok(out);
             }
@@ -309,8 +316,13 @@ mod tests {
         let (mut client, mut server) = (Deflate::new(), Deflate::new());
         let mut wire = Vec::new();
         let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
-        for part in [&b"a1 NOOP\r\n"[..], &big, b"a2 LOGOUT\r\n"] {
-            wire.extend(client.deflate(part).unwrap());
+        for (part, flush) in [
+            (&b"a1 NOOP\r\n"[..], true),
+            (&big[..1000], false),
+            (&big[1000..], true),
+            (b"a2 LOGOUT\r\n", true),
+        ] {
+            wire.extend(client.deflate(part, flush).unwrap());
         }
         let mut plain = Vec::new();
         for piece in wire.chunks(777) {

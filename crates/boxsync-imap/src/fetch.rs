@@ -308,7 +308,7 @@ impl Session {
                             section: None,
                             data,
                             ..
-                        } => body = Some(data.0.map(|d| d.as_ref().to_vec())),
+                        } => body = Some(data.0.map(|d| d.into_inner().into_owned())),
                         _ => {}
                     }
                 }

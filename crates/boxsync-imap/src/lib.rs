@@ -210,13 +210,14 @@ pub struct Selected {
     pub changed: Vec<MessageMeta>,
 }
 
-/// One message to APPEND.
+/// One message to APPEND. The body is borrowed: it is written to the connection from the
+/// caller's buffer, never copied.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Append {
+pub struct Append<'a> {
     pub flags: Vec<String>,
     /// Unix seconds; `None` lets the server use its clock.
     pub internaldate: Option<i64>,
-    pub body: Vec<u8>,
+    pub body: &'a [u8],
 }
 
 /// How [`Session::store_flags`] changes the flags.

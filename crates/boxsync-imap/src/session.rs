@@ -5,22 +5,27 @@
 use crate::conn::{Deflate, Stream, Throttle};
 use crate::ext::{self, Ext};
 use boxsync_model::{Error, Result};
-use imap_codec::CommandCodec;
+use imap_codec::decode::Decoder;
 use imap_codec::encode::{Encoder, Fragment};
-use imap_codec::fragmentizer::{FragmentInfo, Fragmentizer};
+use imap_codec::fragmentizer::{FragmentInfo, Fragmentizer, LineEnding};
+use imap_codec::imap_types::IntoStatic;
 use imap_codec::imap_types::command::{Command, CommandBody};
-use imap_codec::imap_types::core::Tag;
+use imap_codec::imap_types::core::{IString, Literal, NString, Tag, Vec1};
+use imap_codec::imap_types::fetch::MessageDataItem;
 use imap_codec::imap_types::response::{
-    Code, Data, Greeting, Status, StatusBody, StatusKind, Tagged,
+    Code, Data, Greeting, Response, Status, StatusBody, StatusKind, Tagged,
 };
+use imap_codec::{CommandCodec, ResponseCodec};
 use imap_next::client::{Client, Event, Options};
 use imap_next::{Interrupt, Io, State};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::fmt;
 use std::time::Duration;
 
 /// Room for the response line around the largest literal we accept.
 const RESPONSE_HEADROOM: u64 = 64 * 1024;
+/// How much is compressed at a time before it is written.
+const DEFLATE_PIECE: usize = 256 * 1024;
 /// Retries of an idempotent command the server refused as busy.
 pub(crate) const RETRIES: u32 = 3;
 
@@ -47,13 +52,30 @@ pub(crate) enum Step {
     NeedInput,
 }
 
-/// The sans-I/O half of a session: imap-next's client, plus a second fragmentizer that
-/// only watches literal announcements. imap-next reads a whole announced literal before it
-/// reports the response as too long; the guard refuses an oversized literal as soon as its
-/// `{n}` line is complete, so a hostile server cannot make us read (or wait for) gigabytes.
+/// The sans-I/O half of a session: imap-next's client behind our own framing.
+///
+/// Every byte from the server goes through an imap-codec fragmentizer that only finds
+/// response boundaries (it keeps no bytes); the bytes of the response under way are collected
+/// here, once. A complete response that decodes as untagged data (a FETCH with a message body,
+/// above all) is decoded here, straight from that buffer, and its largest literal is moved
+/// out of the buffer instead of copied, so a message body is in memory once. Everything else
+/// (greeting, statuses, continuation requests) goes to imap-next, one whole response at a
+/// time, so its state machine sees exactly what it would have seen. Untagged data means
+/// nothing to imap-next's client state, which is why it can bypass it.
+///
+/// The framing also refuses an oversized literal as soon as its `{n}` line is complete, so a
+/// hostile server cannot make us read (or wait for) gigabytes.
 pub(crate) struct Receiver {
     pub(crate) client: Client,
-    guard: Fragmentizer,
+    frame: Fragmentizer,
+    /// The bytes of the response under way.
+    msg: Vec<u8>,
+    /// Whether a line of the response under way ended in a bare LF.
+    msg_lf: bool,
+    /// Complete responses not handed on yet, with their bare-LF flag.
+    complete: VecDeque<(Vec<u8>, bool)>,
+    /// Whether the greeting went by (until then everything goes to imap-next).
+    greeted: bool,
     max_literal: u64,
     host: String,
 }
@@ -66,29 +88,77 @@ impl Receiver {
         options.discard_greeting = !expect_greeting;
         Receiver {
             client: Client::new(options),
-            // Size 0: the guard keeps no message bytes, only fragment boundaries.
-            guard: Fragmentizer::new(0),
+            // Size 0: the framing keeps no message bytes, only fragment boundaries.
+            frame: Fragmentizer::new(0),
+            msg: Vec::new(),
+            msg_lf: false,
+            complete: VecDeque::new(),
+            greeted: !expect_greeting,
             max_literal,
             host: host.to_owned(),
         }
     }
 
     pub(crate) fn push(&mut self, bytes: &[u8]) -> Result<()> {
-        self.guard.enqueue_bytes(bytes);
-        while let Some(fragment) = self.guard.progress() {
+        self.frame.enqueue_bytes(bytes);
+        let mut at = 0;
+        loop {
+            // No fragment completed: the fragmentizer took all the rest into this response.
+            let Some(fragment) = self.frame.progress() else {
+                self.msg.extend_from_slice(&bytes[at..]);
+                return self.check_size();
+            };
+            let end = match fragment {
+                FragmentInfo::Line { end, .. } | FragmentInfo::Literal { end, .. } => end,
+            };
+            // Fragment offsets count from the start of the response, as `msg` does.
+            let take = end.saturating_sub(self.msg.len()).min(bytes.len() - at);
+            self.msg.extend_from_slice(&bytes[at..at + take]);
+            at += take;
+            self.check_size()?;
             if let FragmentInfo::Line {
-                announcement: Some(announcement),
+                announcement,
+                ending,
                 ..
             } = fragment
-                && u64::from(announcement.length) > self.max_literal
             {
-                return Err(Error::data(format!(
-                    "imapc({}): server announced a {}-byte literal, more than the {}-byte limit",
-                    self.host, announcement.length, self.max_literal
-                )));
+                self.msg_lf |= ending == LineEnding::Lf;
+                match announcement {
+                    Some(announcement) => {
+                        let length = u64::from(announcement.length);
+                        if length > self.max_literal {
+                            return Err(Error::data(format!(
+                                "imapc({}): server announced a {length}-byte literal, more \
+                                 than the {}-byte limit",
+                                self.host, self.max_literal
+                            )));
+                        }
+                        // Room for the whole literal and a closing line now, so a big body
+                        // is not grown (and copied) step by step. Only a hint: if the room
+                        // cannot be had, the buffer grows as the bytes come.
+                        let _ = self
+                            .msg
+                            .try_reserve_exact((announcement.length as usize).saturating_add(64));
+                    }
+                    None => {
+                        let msg = std::mem::take(&mut self.msg);
+                        self.complete.push_back((msg, self.msg_lf));
+                        self.msg_lf = false;
+                    }
+                }
             }
         }
-        self.client.enqueue_input(bytes);
+    }
+
+    /// imap-next refuses a response this long; refuse it before reading the rest of it.
+    fn check_size(&self) -> Result<()> {
+        if self.msg.len() as u64 > self.max_literal.saturating_add(RESPONSE_HEADROOM) {
+            return Err(Error::data(format!(
+                "imapc({}): response too long from server: {}",
+                self.host,
+                excerpt(&self.msg)
+            )));
+        }
         Ok(())
     }
 
@@ -97,11 +167,28 @@ impl Receiver {
             match self.client.next() {
                 Ok(event) => {
                     if let Some(incoming) = from_event(event) {
+                        if matches!(incoming, Incoming::Greeting(_)) {
+                            self.greeted = true;
+                        }
                         return Ok(Step::In(incoming));
                     }
                 }
                 Err(Interrupt::Io(Io::Output(bytes))) => return Ok(Step::Out(bytes)),
-                Err(Interrupt::Io(Io::NeedMoreInput)) => return Ok(Step::NeedInput),
+                // imap-next is done with everything it was given: the next response.
+                Err(Interrupt::Io(Io::NeedMoreInput)) => {
+                    let Some((msg, lf)) = self.complete.pop_front() else {
+                        return Ok(Step::NeedInput);
+                    };
+                    let msg = if self.greeted && !lf {
+                        match take_data(msg) {
+                            Ok(incoming) => return Ok(Step::In(incoming)),
+                            Err(msg) => msg,
+                        }
+                    } else {
+                        msg
+                    };
+                    self.client.enqueue_input(&msg);
+                }
                 Err(Interrupt::Error(e)) => return self.undecodable(e).map(Step::In),
             }
         }
@@ -161,6 +248,103 @@ fn from_status(status: Status<'static>) -> Incoming {
         Status::Tagged(tagged) => Incoming::Tagged(tagged),
         Status::Bye(bye) => Incoming::Bye(bye.text.inner().to_owned()),
     }
+}
+
+/// Decodes `msg` if it is untagged data. The largest literal of a FETCH (the message body)
+/// is moved out of `msg` rather than copied: the buffer is cut down to it in place. Anything
+/// else comes back unchanged for imap-next.
+fn take_data(mut msg: Vec<u8>) -> std::result::Result<Incoming, Vec<u8>> {
+    let (data, ext, body) = match ResponseCodec::default().decode(&msg) {
+        Ok((&[], Response::Data(data))) => match data {
+            Data::Fetch { seq, items } => {
+                let (items, body) = lift_literal(items.into_inner(), &msg);
+                (
+                    Data::Fetch {
+                        seq,
+                        items: Vec1::unvalidated(items),
+                    },
+                    Ext::default(),
+                    body,
+                )
+            }
+            other => (other.into_static(), Ext::default(), None),
+        },
+        Ok(_) => return Err(msg),
+        // Maybe a FETCH with items imap-codec does not know (X-GUID and friends).
+        Err(_) => match ext::decode_fetch(&msg) {
+            Some((data, ext)) => (data, ext, None),
+            None => return Err(msg),
+        },
+    };
+    let Some((index, range)) = body else {
+        return Ok(Incoming::Data(data, ext));
+    };
+    let Data::Fetch { seq, items } = data else {
+        unreachable!("only a FETCH has a literal lifted out");
+    };
+    msg.truncate(range.end);
+    msg.drain(..range.start);
+    let mut items = items.into_inner();
+    if let Some(MessageDataItem::BodyExt { data, .. }) = items.get_mut(index) {
+        // The bytes imap-codec just accepted as this literal.
+        *data = NString(Some(IString::Literal(Literal::unvalidated(msg))));
+    }
+    Ok(Incoming::Data(
+        Data::Fetch {
+            seq,
+            items: Vec1::unvalidated(items),
+        },
+        ext,
+    ))
+}
+
+/// The items made `'static`, except the largest literal body section borrowed from `msg`,
+/// which is left empty: its index and where it lies in `msg` come back.
+fn lift_literal(
+    items: Vec<MessageDataItem<'_>>,
+    msg: &[u8],
+) -> (
+    Vec<MessageDataItem<'static>>,
+    Option<(usize, std::ops::Range<usize>)>,
+) {
+    let base = msg.as_ptr() as usize;
+    let mut best: Option<(usize, std::ops::Range<usize>)> = None;
+    for (i, item) in items.iter().enumerate() {
+        if let MessageDataItem::BodyExt {
+            data: NString(Some(IString::Literal(literal))),
+            ..
+        } = item
+        {
+            let bytes = literal.data();
+            // Where the literal lies in `msg`, if it lies there (imap-codec borrows it).
+            let range = (bytes.as_ptr() as usize)
+                .checked_sub(base)
+                .and_then(|start| Some(start..start.checked_add(bytes.len())?))
+                .filter(|r| r.end <= msg.len());
+            if let Some(range) = range
+                && best.as_ref().is_none_or(|(_, b)| b.len() < range.len())
+            {
+                best = Some((i, range));
+            }
+        }
+    }
+    let items = items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| match item {
+            MessageDataItem::BodyExt {
+                section,
+                origin,
+                data: _,
+            } if best.as_ref().is_some_and(|(b, _)| *b == i) => MessageDataItem::BodyExt {
+                section: section.map(IntoStatic::into_static),
+                origin,
+                data: NString(None),
+            },
+            other => other.into_static(),
+        })
+        .collect();
+    (items, best)
 }
 
 /// The start of some server bytes, printable, for an error message.
@@ -332,14 +516,27 @@ impl Session {
     }
 
     pub(crate) fn write(&mut self, bytes: &[u8]) -> Result<()> {
-        let deflated;
-        let bytes = match self.deflate.as_mut() {
-            None => bytes,
-            Some(d) => {
-                deflated = d.deflate(bytes).map_err(|e| Error::io("compressing", e))?;
-                &deflated[..]
-            }
-        };
+        if self.deflate.is_none() {
+            return self.write_wire(bytes);
+        }
+        // A piece at a time, so a big message is not held compressed as a whole as well;
+        // the last piece flushes, so the server sees all of `bytes`.
+        let mut pieces = bytes.chunks(DEFLATE_PIECE).peekable();
+        while let Some(piece) = pieces.next() {
+            let last = pieces.peek().is_none();
+            let deflated = match self.deflate.as_mut() {
+                Some(d) => d
+                    .deflate(piece, last)
+                    .map_err(|e| Error::io("compressing", e))?,
+                None => piece.to_vec(),
+            };
+            self.write_wire(&deflated)?;
+        }
+        Ok(())
+    }
+
+    /// Writes bytes as they go on the wire (compressed already, if at all).
+    fn write_wire(&mut self, bytes: &[u8]) -> Result<()> {
         let chunk = self
             .throttle
             .as_ref()
@@ -387,7 +584,7 @@ impl Session {
         }
     }
 
-    fn new_tag(&mut self) -> Tag<'static> {
+    pub(crate) fn new_tag(&mut self) -> Tag<'static> {
         self.next_tag += 1;
         // Invariant: "b" followed by digits is a valid tag.
         Tag::unvalidated(format!("b{}", self.next_tag))

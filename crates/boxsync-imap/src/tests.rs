@@ -15,10 +15,13 @@ enum Step {
     Recv(&'static str),
     /// Send this text; `%N` becomes the tag of the N-th command received (from 0).
     Send(&'static str),
+    /// Read one line only (a literal it announces is neither asked for nor read) and check
+    /// it as `Recv` does.
+    RecvLine(&'static str),
     /// Close the connection.
     Close,
 }
-use Step::{Close, Recv, Send};
+use Step::{Close, Recv, RecvLine, Send};
 
 struct Fake {
     port: u16,
@@ -59,8 +62,18 @@ fn play(stream: TcpStream, script: Vec<Step>) -> Vec<String> {
     let mut seen = Vec::new();
     for step in script {
         match step {
-            Recv(expected) => {
-                let Some(command) = read_command(&mut reader, &mut out) else {
+            Recv(expected) | RecvLine(expected) => {
+                let command = if matches!(step, RecvLine(_)) {
+                    let mut line = String::new();
+                    reader
+                        .read_line(&mut line)
+                        .ok()
+                        .filter(|&n| n > 0)
+                        .map(|_| line.trim_end_matches("\r\n").to_owned())
+                } else {
+                    read_command(&mut reader, &mut out)
+                };
+                let Some(command) = command else {
                     panic!("client closed; expected {expected:?}")
                 };
                 // SASL responses are untagged lines.
@@ -408,12 +421,12 @@ fn append_many_pipelined_returns_appenduids() {
         Ok(Append {
             flags: vec!["\\Seen".into(), "\\Recent".into()],
             internaldate: Some(1577836800),
-            body: b"hello".to_vec(),
+            body: b"hello",
         }),
         Ok(Append {
             flags: vec![],
             internaldate: None,
-            body: b"abc".to_vec(),
+            body: b"abc",
         }),
     ]
     .into_iter();
@@ -434,19 +447,136 @@ fn append_with_synchronizing_literals_and_over_quota() {
     ]);
     let fake = Fake::start(script);
     let mut s = connect(&fake);
-    let mut items = [b"hello".to_vec(), b"abc".to_vec()]
-        .into_iter()
-        .map(|body| {
-            Ok(Append {
-                body,
-                ..Append::default()
-            })
-        });
+    let mut items = [&b"hello"[..], b"abc"].into_iter().map(|body| {
+        Ok(Append {
+            body,
+            ..Append::default()
+        })
+    });
     let e = s.append_many("INBOX", &mut items).unwrap_err();
     assert!(matches!(e, Error::Temp(_)), "{e:?}");
     assert!(e.to_string().contains("over quota"), "{e}");
     drop(s);
     fake.finish();
+}
+
+#[test]
+fn a_synchronizing_literal_refused_before_the_plus_leaves_the_session_usable() {
+    let mut script = login("%0 OK [CAPABILITY IMAP4rev1] Logged in\r\n");
+    script.extend([
+        RecvLine("APPEND Gone {5}"),
+        Send("%1 NO [TRYCREATE] Mailbox doesn't exist: Gone\r\n"),
+        Recv("STATUS Gone (MESSAGES UIDNEXT UIDVALIDITY"),
+        Send("* STATUS Gone (MESSAGES 0 UIDNEXT 1 UIDVALIDITY 7)\r\n%2 OK done\r\n"),
+    ]);
+    let fake = Fake::start(script);
+    let mut s = connect(&fake);
+    let mut items = std::iter::once(Ok(Append {
+        body: b"hello",
+        ..Append::default()
+    }));
+    let e = s.append_many("Gone", &mut items).unwrap_err();
+    assert!(matches!(e, Error::NotFound(_)), "{e:?}");
+    assert_eq!(s.status("Gone").unwrap().uidvalidity, 7);
+    drop(s);
+    fake.finish();
+}
+
+#[test]
+fn big_and_binary_messages_go_out_whole() {
+    let big: Vec<u8> = (0..300_000u32)
+        .map(|i| b"abc\r\nxyz"[(i % 8) as usize])
+        .collect();
+    let mut expected_big = format!("APPEND Work {{{}+}}\r\n", big.len()).into_bytes();
+    expected_big.extend_from_slice(&big);
+    let expected_big: &'static str = String::from_utf8(expected_big).unwrap().leak();
+    let mut script = login("%0 OK [CAPABILITY IMAP4rev1 LITERAL+ UIDPLUS BINARY] Logged in\r\n");
+    script.extend([
+        Recv(expected_big),
+        Recv("APPEND Work ~{5+}\r\nhe\0lo"),
+        Send(concat!(
+            "%1 OK [APPENDUID 9 1] Append completed.\r\n",
+            "%2 OK [APPENDUID 9 2] Append completed.\r\n",
+        )),
+    ]);
+    let fake = Fake::start(script);
+    let mut s = connect(&fake);
+    let mut items = [&big[..], b"he\0lo"].into_iter().map(|body| {
+        Ok(Append {
+            body,
+            ..Append::default()
+        })
+    });
+    let uids = s.append_many("Work", &mut items).unwrap();
+    assert_eq!(uids, vec![Some(1), Some(2)]);
+    drop(s);
+    let seen = fake.finish();
+    assert_eq!(seen[1].len(), expected_big.len());
+}
+
+/// The receive path gets the server's bytes in pieces of any size; responses come out whole
+/// and in order, a body literal intact.
+#[test]
+fn responses_split_anywhere_come_out_whole_and_in_order() {
+    use crate::session::{Incoming, Receiver, Step as RxStep};
+    use imap_codec::imap_types::fetch::MessageDataItem;
+    use imap_codec::imap_types::response::Data;
+    let body: Vec<u8> = (0..200_000u32)
+        .map(|i| match i % 50 {
+            48 => b'\r',
+            49 => b'\n',
+            n => b'!' + ((n * 7 + i / 50) % 90) as u8,
+        })
+        .collect();
+    let mut wire = b"* OK [CAPABILITY IMAP4rev1] hi\r\n".to_vec();
+    wire.extend(format!("* 7 FETCH (UID 70 BODY[] {{{}}}\r\n", body.len()).as_bytes());
+    wire.extend(&body);
+    wire.extend(b" FLAGS (\\Seen))\r\n");
+    wire.extend(b"* 8 FETCH (UID 80 X-GUID abc BODY[HEADER.FIELDS (A)] {5}\r\nA: b\n)\r\n");
+    wire.extend(b"b1 OK done\r\n* 9 EXISTS\n");
+    for piece in [1, 2, 3, 61, 977, 65536] {
+        let mut rx = Receiver::new("test", 1 << 20, true);
+        let mut got = Vec::new();
+        let mut error = None;
+        'feed: for chunk in wire.chunks(piece) {
+            rx.push(chunk).unwrap();
+            loop {
+                match rx.step() {
+                    Ok(RxStep::In(incoming)) => got.push(incoming),
+                    Ok(RxStep::Out(_)) => {}
+                    Ok(RxStep::NeedInput) => break,
+                    Err(e) => {
+                        error = Some(e.to_string());
+                        break 'feed;
+                    }
+                }
+            }
+        }
+        assert_eq!(got.len(), 4, "piece {piece}: {got:?}");
+        assert!(matches!(got[0], Incoming::Greeting(_)), "{:?}", got[0]);
+        let Incoming::Data(Data::Fetch { seq, items }, _) = &got[1] else {
+            panic!("{:?}", got[1])
+        };
+        assert_eq!(seq.get(), 7);
+        let items = items.as_ref();
+        assert!(matches!(items[0], MessageDataItem::Uid(u) if u.get() == 70));
+        let MessageDataItem::BodyExt { data, .. } = &items[1] else {
+            panic!("{items:?}")
+        };
+        assert!(data.0.as_ref().unwrap().as_ref() == body, "piece {piece}");
+        assert!(matches!(items[2], MessageDataItem::Flags(_)), "{items:?}");
+        let Incoming::Data(Data::Fetch { items, .. }, ext) = &got[2] else {
+            panic!("{:?}", got[2])
+        };
+        assert_eq!(ext.x_guid.as_deref(), Some("abc"));
+        let MessageDataItem::BodyExt { data, .. } = &items.as_ref()[1] else {
+            panic!("{items:?}")
+        };
+        assert_eq!(data.0.as_ref().unwrap().as_ref(), b"A: b\n");
+        assert!(matches!(&got[3], Incoming::Tagged(t) if t.tag.inner() == "b1"));
+        let error = error.expect("a response ending in a bare LF is refused");
+        assert!(error.contains("LF"), "{error}");
+    }
 }
 
 #[test]

@@ -370,11 +370,12 @@ fn append_refs(
     mailbox: &str,
     items: &[&PendingSave],
 ) -> Result<Vec<Option<u32>>> {
+    // The bodies are lent, not cloned: the session writes them from here.
     let mut it = items.iter().map(|p| {
         Ok(Append {
             flags: p.flags.clone(),
             internaldate: (p.received > 0).then_some(p.received),
-            body: p.body.clone(),
+            body: &p.body,
         })
     });
     session.append_many(mailbox, &mut it)
@@ -391,11 +392,14 @@ fn append_all(
 
 impl MailboxWriter for Writer<'_> {
     fn save(&mut self, meta: SaveMeta, body: &dyn MailBody) -> Result<()> {
-        let mut bytes = Vec::with_capacity(body.size().unwrap_or(0).min(64 << 20) as usize);
+        let limit = self.store.location.config.max_message_size;
+        // Room for the whole body up front (a byte more to see one over the limit), so a big
+        // message is not grown, and copied, step by step.
+        let mut bytes =
+            Vec::with_capacity(body.size().unwrap_or(0).min(limit.saturating_add(1)) as usize);
         body.open()
             .and_then(|mut r| r.read_to_end(&mut bytes))
             .map_err(|e| Error::io(format!("reading the body of UID {}", meta.uid), e))?;
-        let limit = self.store.location.config.max_message_size;
         if bytes.len() as u64 > limit {
             return Err(Error::data(format!(
                 "message UID {} is {} bytes, over the {limit} bytes boxsync sends to a server",

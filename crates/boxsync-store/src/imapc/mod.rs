@@ -341,12 +341,18 @@ impl ImapcStore {
                 unclaimed.push(row.clone());
             }
         }
+        let list_status = self.session.has("LIST-STATUS");
         let mut jobs: Vec<Job> = Vec::new();
         for (name, entry) in pending {
             let status = match entry.status {
                 Some(s) => s,
+                // With LIST-STATUS the server answers for every mailbox it can select; a name
+                // it lists without one is hierarchy only (Dovecot keeps listing the parent of
+                // a child after DELETE, without \NonExistent).
+                None if list_status => continue,
                 None => match self.retrying(|s| s.session.status(&entry.name)) {
                     Ok(s) => s,
+                    Err(Error::NotFound(_)) => continue,
                     Err(e) => {
                         self.mailbox_errors.push((name.to_string(), e));
                         continue;
@@ -925,6 +931,9 @@ impl Store for ImapcStore {
     fn delete_mailbox(&mut self, guid: Guid128) -> Result<()> {
         let b = self.imap_box(guid)?;
         let server = b.server.clone();
+        // A server may drop a connection whose selected mailbox is deleted (Dovecot: "BYE
+        // Selected mailbox was deleted"): look at INBOX instead first.
+        self.session.select("INBOX", true, None)?;
         self.session.delete(&server)?;
         self.boxes.remove(&guid);
         let tx = self.index.transaction()?;
@@ -936,7 +945,28 @@ impl Store for ImapcStore {
     fn rename_mailbox(&mut self, guid: Guid128, to: &MailboxName) -> Result<()> {
         let new_server = self.names.to_server(to)?;
         let old_server = self.imap_box(guid)?.server.clone();
-        self.session.rename(&old_server, &new_server)?;
+        self.session.select("INBOX", true, None)?;
+        let sep = self.names.separator.map(String::from).unwrap_or_default();
+        let child_prefix = format!("{old_server}{sep}");
+        if !sep.is_empty() && new_server.starts_with(&child_prefix) {
+            // IMAP cannot rename a mailbox under its own child in one step.
+            let stamp = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            let tmp = format!("{}boxsync-rename-{stamp}", self.names.prefix);
+            self.session.rename(&old_server, &tmp)?;
+            self.session.rename(&tmp, &new_server)?;
+        } else {
+            self.session.rename(&old_server, &new_server)?;
+        }
+        // The server took the children along: their server names follow.
+        for b in self.boxes.values_mut() {
+            if let Some(rest) = b.server.strip_prefix(&child_prefix)
+                && !sep.is_empty()
+            {
+                b.server = format!("{new_server}{sep}{rest}");
+            }
+        }
         if let Some(row) = self.index.mailbox(guid)? {
             let tx = self.index.transaction()?;
             tx.put_mailbox(&MailboxRow {

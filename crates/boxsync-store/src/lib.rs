@@ -6,6 +6,7 @@ pub mod hdr_hash;
 pub mod imapc;
 pub mod location;
 pub mod maildir;
+pub mod mbox;
 
 pub use boxsync_index::ExpungedRow;
 use boxsync_model::{Flags, Guid128, Keywords, MailboxName, Modseq, Result, Uid};

@@ -1,0 +1,3 @@
+//! The mbox store: file format first (`format`), store logic to follow.
+
+pub mod format;

@@ -170,13 +170,6 @@ pub struct ImapcStore {
     pub mailbox_errors: Vec<(String, Error)>,
 }
 
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
 /// IMAP flags to boxsync's: system flags by bit, anything else that can be a keyword as one.
 /// `\Recent` and unknown system flags are dropped.
 pub(crate) fn flags_from_imap(list: &[String]) -> (Flags, Keywords) {
@@ -200,11 +193,17 @@ pub(crate) fn flags_to_imap(flags: Flags, keywords: &Keywords) -> Vec<String> {
         .collect()
 }
 
-/// A compact IMAP UID set (`1:5,9,12:14`) for sorted or unsorted UIDs.
-pub(crate) fn uid_set(uids: &[u32]) -> String {
+/// Compact IMAP UID sets (`1:5,9,12:14`) of sorted or unsorted UIDs, split so that their
+/// text stays short enough for any server's command line.
+pub(crate) fn uid_sets(uids: &[u32]) -> Vec<String> {
     let mut sorted = uids.to_vec();
     sorted.sort_unstable();
     sorted.dedup();
+    sorted.chunks(2000).map(sorted_set).collect()
+}
+
+/// The set text of UIDs already sorted and without duplicates.
+fn sorted_set(sorted: &[u32]) -> String {
     let mut out = String::new();
     let mut i = 0;
     while i < sorted.len() {
@@ -225,17 +224,6 @@ pub(crate) fn uid_set(uids: &[u32]) -> String {
         i += 1;
     }
     out
-}
-
-/// Splits `uids` into sets whose text stays short enough for any server's command line.
-pub(crate) fn uid_sets(uids: &[u32]) -> Vec<String> {
-    let mut sorted = uids.to_vec();
-    sorted.sort_unstable();
-    sorted
-        .chunks(2000)
-        .map(uid_set)
-        .filter(|s| !s.is_empty())
-        .collect()
 }
 
 impl ImapcStore {
@@ -281,12 +269,7 @@ impl ImapcStore {
     }
 
     fn log_append(&mut self, kind: LogKind, guid: Guid128) -> Result<()> {
-        let rec = LogRecord {
-            kind,
-            guid,
-            timestamp: now() as u32,
-        };
-        mailbox_log::append(&self.location.index_dir, std::slice::from_ref(&rec))?;
+        let rec = mailbox_log::append_now(&self.location.index_dir, kind, guid)?;
         self.log.push(rec);
         Ok(())
     }
@@ -1057,8 +1040,11 @@ mod tests {
 
     #[test]
     fn uid_sets_are_compact() {
-        assert_eq!(uid_set(&[5, 1, 2, 3, 9, 12, 13, 14]), "1:3,5,9,12:14");
-        assert_eq!(uid_set(&[]), "");
+        assert_eq!(
+            uid_sets(&[5, 1, 2, 3, 9, 12, 13, 14, 2]),
+            vec!["1:3,5,9,12:14"]
+        );
+        assert!(uid_sets(&[]).is_empty());
         assert_eq!(uid_sets(&(1..=5000).collect::<Vec<_>>()).len(), 3);
     }
 

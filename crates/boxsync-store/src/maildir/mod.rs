@@ -52,13 +52,6 @@ pub struct MaildirStore {
     pub mailbox_errors: Vec<(String, Error)>,
 }
 
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
 impl MaildirStore {
     /// Opens the store and refreshes the index from the files. With `create`, a missing root is
     /// created (a new destination); without, a missing root is an error (a source must exist).
@@ -165,12 +158,7 @@ impl MaildirStore {
     }
 
     fn log_append(&mut self, kind: LogKind, guid: Guid128) -> Result<()> {
-        let rec = LogRecord {
-            kind,
-            guid,
-            timestamp: now() as u32,
-        };
-        mailbox_log::append(&self.location.index_dir, std::slice::from_ref(&rec))?;
+        let rec = mailbox_log::append_now(&self.location.index_dir, kind, guid)?;
         self.log.push(rec);
         Ok(())
     }

@@ -138,6 +138,20 @@ pub fn read(dir: &Path) -> Result<Vec<LogRecord>> {
     Ok(out)
 }
 
+/// Appends one record stamped with the current time, and returns it.
+pub fn append_now(dir: &Path, kind: LogKind, guid: Guid128) -> Result<LogRecord> {
+    let timestamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as u32);
+    let rec = LogRecord {
+        kind,
+        guid,
+        timestamp,
+    };
+    append(dir, std::slice::from_ref(&rec))?;
+    Ok(rec)
+}
+
 /// Appends `records` to the log in `dir` in one write, so that concurrent appenders (Dovecot
 /// included) never interleave inside a record. A file of 4 KiB or more is first rotated to
 /// `dovecot.mailbox.log.2`, replacing the older rotation.

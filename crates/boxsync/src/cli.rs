@@ -2,7 +2,7 @@
 //! `sync`/`backup` with dsync's flags, and the exit codes doveadm uses.
 
 use crate::remote;
-use crate::stores::{self, StoreSettings};
+use crate::stores::{self, MailLocation, StoreSettings};
 use boxsync_brain::{Mode, Role, Settings};
 use boxsync_model::{Error, ExitCode, Result};
 use boxsync_proto::{SyncType, state};
@@ -373,8 +373,8 @@ fn sync(
     })?;
     let local_text = remote::expand_location(&local_text, &user)?;
     let store_settings = global.store_settings();
-    // Checked before anything is opened, so that a bad location never creates the other store.
-    stores::identity(&local_text, &store_settings)?;
+    // Parsed before anything is opened, so that a bad location never creates the other store.
+    let local_loc = MailLocation::parse(&local_text, &store_settings)?;
     let destination = dest::parse(
         &common.destination,
         &global.remote_cmd,
@@ -444,21 +444,20 @@ fn sync(
     let outcome = match destination {
         dest::Destination::Local(text) => {
             let dest_text = remote::expand_location(&text, &user)?;
-            if stores::identity(&local_text, &store_settings)?
-                == stores::identity(&dest_text, &store_settings)?
-            {
+            let dest_loc = MailLocation::parse(&dest_text, &store_settings)?;
+            if local_loc.identity() == dest_loc.identity() {
                 return Err(Error::Usage(
                     "source and destination are the same mail location".into(),
                 ));
             }
             // The source first: when it is missing, the destination must not have been created.
             let (mut local, mut dest) = if must_exist(Role::Slave) {
-                let dest = stores::open(&dest_text, false, &store_settings)?;
-                let local = stores::open(&local_text, true, &store_settings)?;
+                let dest = dest_loc.open(false, global.fsync)?;
+                let local = local_loc.open(true, global.fsync)?;
                 (local, dest)
             } else {
-                let local = stores::open(&local_text, !must_exist(Role::Master), &store_settings)?;
-                let dest = stores::open(&dest_text, true, &store_settings)?;
+                let local = local_loc.open(!must_exist(Role::Master), global.fsync)?;
+                let dest = dest_loc.open(true, global.fsync)?;
                 (local, dest)
             };
             report_scan(&local, &mut code, err);
@@ -476,7 +475,7 @@ fn sync(
             }
         }
         dest::Destination::Command { argv, prefix_user } => {
-            let mut local = stores::open(&local_text, !must_exist(Role::Master), &store_settings)?;
+            let mut local = local_loc.open(!must_exist(Role::Master), global.fsync)?;
             report_scan(&local, &mut code, err);
             tracing::debug!("running {argv:?}");
             let (link, process) = command::spawn(
@@ -503,7 +502,7 @@ fn sync(
             }
         }
         dest::Destination::Tcp { host, port, tls } => {
-            let mut local = stores::open(&local_text, !must_exist(Role::Master), &store_settings)?;
+            let mut local = local_loc.open(!must_exist(Role::Master), global.fsync)?;
             report_scan(&local, &mut code, err);
             let ca = global
                 .ssl_client_ca_file

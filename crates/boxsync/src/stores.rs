@@ -43,27 +43,66 @@ pub struct Opened {
     pub spool: PathBuf,
 }
 
-/// Opens the store at `text`. With `create`, a missing Maildir is created (a destination);
-/// without, it is an error (a source). An IMAP account must exist either way.
-pub fn open(text: &str, create: bool, settings: &StoreSettings) -> Result<Opened> {
-    if ImapcLocation::is_imap(text) {
-        let loc = imapc_location(text, settings)?;
-        let store = ImapcStore::open(&loc, settings.fsync)?;
-        let scan_errors = described(&store.mailbox_errors);
-        return Ok(Opened {
-            spool: loc.index_dir.clone(),
-            store: Box::new(store),
-            scan_errors,
-        });
+/// A parsed mail location.
+pub enum MailLocation {
+    Maildir(Location),
+    Imapc(Box<ImapcLocation>),
+}
+
+impl MailLocation {
+    pub fn parse(text: &str, settings: &StoreSettings) -> Result<MailLocation> {
+        if ImapcLocation::is_imap(text) {
+            Ok(MailLocation::Imapc(Box::new(ImapcLocation::parse(
+                text,
+                &|k| settings.imapc.get(k).cloned(),
+            )?)))
+        } else {
+            Ok(MailLocation::Maildir(Location::parse(text)?))
+        }
     }
-    let loc = Location::parse(text)?;
-    let store = MaildirStore::open(&loc, create, settings.fsync)?;
-    let scan_errors = described(&store.mailbox_errors);
-    Ok(Opened {
-        spool: loc.root.clone(),
-        store: Box::new(store),
-        scan_errors,
-    })
+
+    /// What makes two locations the same store.
+    pub fn identity(&self) -> String {
+        match self {
+            MailLocation::Maildir(l) => l.root.display().to_string(),
+            MailLocation::Imapc(l) => l.describe(),
+        }
+    }
+
+    /// Where bodies received over a wire are spooled.
+    pub fn spool(&self) -> PathBuf {
+        match self {
+            MailLocation::Maildir(l) => l.root.clone(),
+            MailLocation::Imapc(l) => l.index_dir.clone(),
+        }
+    }
+
+    /// Opens the store. With `create`, a missing Maildir is created (a destination); without,
+    /// it is an error (a source). An IMAP account must exist either way.
+    pub fn open(&self, create: bool, fsync: bool) -> Result<Opened> {
+        let (store, scan_errors): (Box<dyn Store + Send>, _) = match self {
+            MailLocation::Maildir(l) => {
+                let store = MaildirStore::open(l, create, fsync)?;
+                let errors = described(&store.mailbox_errors);
+                (Box::new(store), errors)
+            }
+            MailLocation::Imapc(l) => {
+                let store = ImapcStore::open(l, fsync)?;
+                let errors = described(&store.mailbox_errors);
+                (Box::new(store), errors)
+            }
+        };
+        Ok(Opened {
+            store,
+            scan_errors,
+            spool: self.spool(),
+        })
+    }
+}
+
+/// Opens the store at `text` (see [`MailLocation::open`]).
+pub fn open(text: &str, create: bool, settings: &StoreSettings) -> Result<Opened> {
+    MailLocation::parse(text, settings)?.open(create, settings.fsync)
 }
 
 fn described(errors: &[(String, Error)]) -> Vec<(String, String, ExitCode)> {
@@ -73,28 +112,10 @@ fn described(errors: &[(String, Error)]) -> Vec<(String, String, ExitCode)> {
         .collect()
 }
 
-fn imapc_location(text: &str, settings: &StoreSettings) -> Result<ImapcLocation> {
-    ImapcLocation::parse(text, &|k| settings.imapc.get(k).cloned())
-}
-
-/// What makes two locations the same store, without opening them.
-pub fn identity(text: &str, settings: &StoreSettings) -> Result<String> {
-    if ImapcLocation::is_imap(text) {
-        Ok(imapc_location(text, settings)?.describe())
-    } else {
-        Ok(Location::parse(text)?.root.display().to_string())
-    }
-}
-
 /// Where spooled bodies go for a store at `text`.
 pub fn spool_root(text: &str, settings: &StoreSettings) -> PathBuf {
-    if ImapcLocation::is_imap(text) {
-        return imapc_location(text, settings)
-            .map(|l| l.index_dir)
-            .unwrap_or_else(|_| std::env::temp_dir());
-    }
-    Location::parse(text)
-        .map(|l| l.root)
+    MailLocation::parse(text, settings)
+        .map(|l| l.spool())
         .unwrap_or_else(|_| std::env::temp_dir())
 }
 

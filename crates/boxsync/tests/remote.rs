@@ -373,82 +373,16 @@ struct Pki {
     other_ca: PathBuf,
 }
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("openssl is installed (scripts/test installs it)");
-    assert!(out.status.success(), "openssl {args:?}: {}", describe(&out));
-}
-
+/// The test CA and localhost certificate of the imapd harness, plus a second CA that signed
+/// nothing of ours (for the "untrusted certificate" cases).
 fn make_pki(dir: &Path) -> Pki {
-    std::fs::create_dir_all(dir).unwrap();
-    for ca in ["ca", "other-ca"] {
-        openssl(
-            dir,
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                &format!("/CN=boxsync test {ca}"),
-                "-keyout",
-                &format!("{ca}.key"),
-                "-out",
-                &format!("{ca}.pem"),
-            ],
-        );
-    }
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=localhost",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-        ],
-    );
-    std::fs::write(
-        dir.join("ext"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
-    )
-    .unwrap();
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "ext",
-            "-out",
-            "server.pem",
-        ],
-    );
+    let ca = common::imapd::make_pki(dir);
+    let other_ca = common::imapd::make_pki(&dir.join("other"));
     Pki {
-        ca: dir.join("ca.pem"),
+        ca,
         cert: dir.join("server.pem"),
         key: dir.join("server.key"),
-        other_ca: dir.join("other-ca.pem"),
+        other_ca,
     }
 }
 

@@ -33,38 +33,8 @@ MAIL_ID=5000 # the uid/gid Dovecot accesses mail as when we are root
 export PYTHONDONTWRITEBYTECODE=1
 helper="$here/imap_helper.py"
 
-say() {
-    printf '==> %s\n' "$*" >&2
-}
-
-# --- tools -----------------------------------------------------------------------------------
-
-apt_updated=
-# need COMMAND PACKAGE...: installs PACKAGEs when COMMAND is missing; fails softly.
-need() {
-    local cmd=$1
-    shift
-    command -v "$cmd" >/dev/null 2>&1 && return 0
-    say "installing $* (for $cmd)"
-    local sudo=()
-    if [ "$(id -u)" -ne 0 ]; then
-        command -v sudo >/dev/null 2>&1 || {
-            say "cannot install $* without root"
-            return 1
-        }
-        sudo=(sudo -n)
-    fi
-    if [ -z "$apt_updated" ]; then
-        "${sudo[@]}" apt-get update </dev/null >&2 || true
-        apt_updated=1
-    fi
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        "$@" </dev/null >&2 || {
-        say "could not install $*"
-        return 1
-    }
-}
-
+# shellcheck source=lib.sh
+. "$here/lib.sh"
 need python3 python3 || { say "python3 is required"; exit 1; }
 need /usr/bin/time time || { say "/usr/bin/time is required"; exit 1; }
 need dovecot dovecot-core dovecot-imapd || { say "dovecot is required (the IMAP server)"; exit 1; }

@@ -23,38 +23,8 @@ TIMEOUT=${BENCH_TIMEOUT:-3600}
 WORK=${BENCH_WORK:-$here/work}
 export PYTHONDONTWRITEBYTECODE=1
 
-say() {
-    printf '==> %s\n' "$*" >&2
-}
-
-# --- tools -----------------------------------------------------------------------------------
-
-apt_updated=
-# need COMMAND PACKAGE...: installs PACKAGEs when COMMAND is missing; fails softly.
-need() {
-    local cmd=$1
-    shift
-    command -v "$cmd" >/dev/null 2>&1 && return 0
-    say "installing $* (for $cmd)"
-    local sudo=()
-    if [ "$(id -u)" -ne 0 ]; then
-        command -v sudo >/dev/null 2>&1 || {
-            say "cannot install $* without root"
-            return 1
-        }
-        sudo=(sudo -n)
-    fi
-    if [ -z "$apt_updated" ]; then
-        "${sudo[@]}" apt-get update </dev/null >&2 || true
-        apt_updated=1
-    fi
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        "$@" </dev/null >&2 || {
-        say "could not install $*"
-        return 1
-    }
-}
-
+# shellcheck source=lib.sh
+. "$here/lib.sh"
 need python3 python3 || { say "python3 is required"; exit 1; }
 need /usr/bin/time time || { say "/usr/bin/time is required"; exit 1; }
 have_doveadm=1

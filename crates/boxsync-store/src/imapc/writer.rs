@@ -8,7 +8,7 @@
 //! just before the drop is not appended twice.
 
 use super::{ImapcStore, ServerRef, flags_to_imap, message_of, uid_sets};
-use crate::{HeaderUpdate, MailboxWriter, SaveMeta, WriteReport, content_digest, hdr_hash};
+use crate::{HeaderUpdate, MailboxWriter, SaveMeta, Store, WriteReport, content_digest, hdr_hash};
 use boxsync_imap::{Append, MetaRequest, Session, StoreMode};
 use boxsync_index::{ExpungedRow, MailboxRow, MessageRow};
 use boxsync_model::{Error, Flags, Guid128, Keywords, Result, Uid};
@@ -145,7 +145,7 @@ impl<'a> Writer<'a> {
                 return Err(Error::temp(format!(
                     "{}: the server accepted message UID {} into {server} but it cannot be found \
                      there",
-                    self.store.describe_box(),
+                    self.store.describe(),
                     p.uid
                 )));
             };
@@ -291,7 +291,7 @@ impl<'a> Writer<'a> {
             if self.rows.contains_key(&to) {
                 return Err(Error::temp(format!(
                     "{}: UID {to} was taken during the sync",
-                    self.store.describe_box()
+                    self.store.describe()
                 )));
             }
             row.uid = to;
@@ -465,11 +465,5 @@ impl MailboxWriter for Writer<'_> {
 
     fn finish(mut self: Box<Self>) -> Result<WriteReport> {
         self.finish_inner()
-    }
-}
-
-impl ImapcStore {
-    fn describe_box(&self) -> String {
-        self.location.describe()
     }
 }

@@ -324,7 +324,8 @@ impl ImapcStore {
                 unclaimed.push(row.clone());
             }
         }
-        let list_status = self.session.has("LIST-STATUS");
+        // The client asks LIST for statuses only with both extensions (RFC 5819 needs both).
+        let list_status = self.session.has("LIST-EXTENDED") && self.session.has("LIST-STATUS");
         let mut jobs: Vec<Job> = Vec::new();
         for (name, entry) in pending {
             let status = match entry.status {

@@ -7,6 +7,7 @@ pub mod imapc;
 pub mod location;
 pub mod maildir;
 pub mod mbox;
+pub mod reconcile;
 
 pub use boxsync_index::ExpungedRow;
 use boxsync_model::{Flags, Guid128, Keywords, MailboxName, Modseq, Result, Uid};

@@ -6,10 +6,11 @@ use super::format::filename::{self, split_info};
 use super::format::keywords::KeywordsFile;
 use super::format::uidlist::{self, Uidlist, UidlistLock, UidlistRecord};
 use super::{Folder, LOCK_TIMEOUT};
+use crate::reconcile::{Seen, reconcile};
 use crate::{Layout, Message};
-use boxsync_index::{ExpungedRow, Index, MailboxRow, MessageRow};
+use boxsync_index::{Index, MailboxRow};
 use boxsync_model::error::IoContext;
-use boxsync_model::{Error, Flags, Guid128, Keywords, MailboxName, Result, Uid, mutf7};
+use boxsync_model::{Error, Flags, Guid128, Keywords, MailboxName, Result, mutf7};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -276,132 +277,53 @@ pub(crate) fn scan_folder(
     })?;
     let keywords = read_keywords(dir)?;
 
-    let row = index.mailbox(guid)?;
-    let old: BTreeMap<Uid, MessageRow> = index
-        .messages(guid)?
-        .into_iter()
-        .map(|m| (m.uid, m))
-        .collect();
-    let mut highest = row.as_ref().map_or(0, |r| r.highest_modseq);
-    let uidvalidity_changed = row
-        .as_ref()
-        .is_some_and(|r| r.uidvalidity != list.uidvalidity);
-    let mut messages = Vec::with_capacity(list.records.len());
-    let mut paths = BTreeMap::new();
-    let tx = index.transaction()?;
-    let mut seen = std::collections::HashSet::new();
+    let mut seen_bases = std::collections::HashSet::new();
+    let mut seen = Vec::with_capacity(list.records.len());
     for rec in &list.records {
         let Some(file) = files.get(&rec.base) else {
             continue;
         };
-        if !seen.insert(rec.base.as_str()) {
+        if !seen_bases.insert(rec.base.as_str()) {
             continue;
         }
-        let msg_guid = rec.guid().unwrap_or(&rec.base).to_owned();
-        let (flags, kws) = flags_of(file, &keywords);
-        let prev = old
-            .get(&rec.uid)
-            .filter(|p| p.guid == msg_guid && !uidvalidity_changed);
-        let (modseq, base) = match prev {
-            Some(p) if p.flags == flags && p.keywords == kws && p.file == *file => {
-                (p.modseq, p.base.clone())
-            }
-            Some(p) if p.flags == flags && p.keywords == kws => {
-                tx.put_message(
-                    guid,
-                    &MessageRow {
-                        file: file.clone(),
-                        ..p.clone()
-                    },
-                )?;
-                (p.modseq, p.base.clone())
-            }
-            _ => {
-                highest += 1;
-                let base = prev.and_then(|p| p.base.clone());
-                tx.put_message(
-                    guid,
-                    &MessageRow {
-                        uid: rec.uid,
-                        guid: msg_guid.clone(),
-                        file: file.clone(),
-                        flags,
-                        keywords: kws.clone(),
-                        modseq: highest,
-                        base: base.clone(),
-                        pop3_uidl: rec.pop3_uidl().map(str::to_owned),
-                        pop3_order: rec.pop3_order(),
-                    },
-                )?;
-                (highest, base)
-            }
-        };
-        paths.insert(rec.uid, file.clone());
-        messages.push(Message {
+        let (flags, keywords) = flags_of(file, &keywords);
+        seen.push(Seen {
             uid: rec.uid,
-            guid: msg_guid,
+            guid: rec.guid().unwrap_or(&rec.base).to_owned(),
+            file: file.clone(),
             flags,
-            keywords: kws,
-            modseq,
-            base,
+            keywords,
             received: 0,
             pop3_uidl: rec.pop3_uidl().map(str::to_owned),
             pop3_order: rec.pop3_order(),
         });
-    }
-    let present: std::collections::HashSet<Uid> = messages.iter().map(|m| m.uid).collect();
-    for (uid, prev) in &old {
-        let same = messages
-            .binary_search_by_key(uid, |m| m.uid)
-            .ok()
-            .map(|i| &messages[i]);
-        if !present.contains(uid)
-            || same.is_some_and(|m| m.guid != prev.guid)
-            || uidvalidity_changed
-        {
-            highest += 1;
-            tx.delete_message(guid, *uid)?;
-            if !uidvalidity_changed {
-                tx.add_expunged(
-                    guid,
-                    &ExpungedRow {
-                        uid: *uid,
-                        guid: prev.guid.clone(),
-                        modseq: highest,
-                    },
-                )?;
-            }
-        }
     }
     let scan_signature = if scan_time - newest > SIGNATURE_MARGIN_NS {
         sig
     } else {
         String::new()
     };
-    let digest = crate::content_digest(&messages);
-    tx.put_mailbox(&MailboxRow {
+    let r = reconcile(
+        index,
         guid,
-        name: name.to_string(),
-        uidvalidity: list.uidvalidity,
-        uidnext: list.next_uid,
-        highest_modseq: highest,
+        name,
+        list.uidvalidity,
+        list.next_uid,
+        seen,
         scan_signature,
-        messages: messages.len() as u32,
-        digest,
-    })?;
-    tx.commit()?;
+    )?;
     Ok((
         Folder {
             name: name.clone(),
             dir: dir.to_path_buf(),
             uidvalidity: list.uidvalidity,
             uidnext: list.next_uid,
-            highest_modseq: highest,
-            count: messages.len() as u32,
-            digest,
+            highest_modseq: r.highest_modseq,
+            count: r.messages.len() as u32,
+            digest: r.digest,
             loaded: true,
-            messages,
-            files: paths,
+            messages: r.messages,
+            files: r.files,
         },
         guid,
     ))

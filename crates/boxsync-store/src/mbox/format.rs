@@ -48,6 +48,10 @@ pub enum Flavor {
     Mboxo,
     /// `Content-Length:` delimits the body, no quoting.
     Mboxcl2,
+    /// What boxsync reads a mail folder as: a message whose `Content-Length:` is exact is
+    /// taken as it stands (Dovecot writes so, without quoting); any other one by the mboxrd
+    /// rule (what boxsync, and mostly mutt and MDAs, write).
+    Auto,
 }
 
 /// First line of a message whose original did not end in a newline.
@@ -68,6 +72,9 @@ pub struct MboxMessage {
     /// The file ended inside this message (no empty line after it, or a `Content-Length`
     /// reaching past the end): `body` is what was there.
     pub truncated: bool,
+    /// `Content-Length:` delimited the body exactly (mboxcl2, or Dovecot's way): write it
+    /// back the same way, unquoted, so that readers see the same bytes.
+    pub exact_length: bool,
 }
 
 /// Reads messages one at a time from an mbox file; only the current message is in memory.
@@ -79,6 +86,9 @@ pub struct MboxReader<R> {
     done: bool,
     /// The separator line already read for the next message, with its offset.
     pending: Option<(Vec<u8>, u64)>,
+    /// Bytes read ahead and given back (a `Content-Length:` that ran past the end of the
+    /// file), read again before `inner`.
+    pushback: std::collections::VecDeque<u8>,
 }
 
 fn is_blank(line: &[u8]) -> bool {
@@ -94,6 +104,7 @@ impl<R: BufRead> MboxReader<R> {
             started: false,
             done: false,
             pending: None,
+            pushback: std::collections::VecDeque::new(),
         }
     }
 
@@ -103,6 +114,22 @@ impl<R: BufRead> MboxReader<R> {
     }
 
     fn read_line(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        if !self.pushback.is_empty() {
+            let n = self
+                .pushback
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(self.pushback.len(), |i| i + 1);
+            buf.extend(self.pushback.drain(..n));
+            if buf.last() == Some(&b'\n') || !self.pushback.is_empty() {
+                self.offset += n as u64;
+                return Ok(n);
+            }
+            // The given-back bytes ended inside a line: the rest of it is in `inner`.
+            let more = self.inner.read_until(b'\n', buf)?;
+            self.offset += (n + more) as u64;
+            return Ok(n + more);
+        }
         let n = self.inner.read_until(b'\n', buf)?;
         self.offset += n as u64;
         Ok(n)
@@ -132,12 +159,14 @@ impl<R: BufRead> MboxReader<R> {
             from_line.pop();
         }
         let mut body = Vec::new();
-        let truncated = match self.flavor {
-            Flavor::Mboxcl2 => self.read_cl2(&mut body)?,
-            _ => self.scan(&mut body, None)?,
+        let (truncated, exact_length) = match self.flavor {
+            Flavor::Mboxcl2 | Flavor::Auto => self.read_cl2(&mut body)?,
+            _ => (self.scan(&mut body, None)?, false),
         };
         let body = match self.flavor {
             Flavor::Mboxcl2 => body,
+            Flavor::Auto if exact_length => body,
+            Flavor::Auto => strip_marker(unquote(&body, Flavor::Mboxrd)),
             f => strip_marker(unquote(&body, f)),
         };
         Ok(Some(MboxMessage {
@@ -145,6 +174,7 @@ impl<R: BufRead> MboxReader<R> {
             offset,
             body,
             truncated,
+            exact_length,
         }))
     }
 
@@ -177,50 +207,80 @@ impl<R: BufRead> MboxReader<R> {
         }
     }
 
-    fn read_cl2(&mut self, body: &mut Vec<u8>) -> io::Result<bool> {
+    /// Reads a message delimited by its `Content-Length:` when that is exact. Returns whether
+    /// the file ended inside the message, and whether the length was exact.
+    fn read_cl2(&mut self, body: &mut Vec<u8>) -> io::Result<(bool, bool)> {
         // The header block, up to and including the empty line.
         loop {
             let at = body.len();
             if self.read_line(body)? == 0 {
-                return Ok(true);
+                return Ok((true, false));
             }
             if is_blank(&body[at..]) {
                 break;
             }
         }
         let Some(len) = content_length(body) else {
-            return self.scan(
-                body,
-                Some(body.len() - 1 - usize::from(body.ends_with(b"\r\n"))),
-            );
+            let blank = body.len() - 1 - usize::from(body.ends_with(b"\r\n"));
+            return Ok((self.scan(body, Some(blank))?, false));
         };
-        let got = (&mut self.inner).take(len).read_to_end(body)?;
+        let header_end = body.len();
+        let got = if self.pushback.is_empty() {
+            (&mut self.inner).take(len).read_to_end(body)?
+        } else {
+            let mut got = 0;
+            while (got as u64) < len {
+                let n = self.read_line(body)?;
+                if n == 0 {
+                    break;
+                }
+                got += n;
+                self.offset -= n as u64;
+            }
+            got
+        };
         self.offset += got as u64;
         if (got as u64) < len {
-            return Ok(true);
+            // A length past the end of the file does not hold: read the bytes again by the
+            // separator rule rather than swallow the messages that follow.
+            let rest: Vec<u8> = body.drain(header_end..).collect();
+            self.offset -= rest.len() as u64;
+            for &b in rest.iter().rev() {
+                self.pushback.push_front(b);
+            }
+            let blank = header_end - 1 - usize::from(body[..header_end].ends_with(b"\r\n"));
+            return Ok((self.scan(body, Some(blank))?, false));
+        }
+        if (got as u64) > len {
+            // Whole lines were read from given-back bytes: return what is past the length.
+            let extra: Vec<u8> = body.drain(header_end + len as usize..).collect();
+            self.offset -= extra.len() as u64;
+            for &b in extra.iter().rev() {
+                self.pushback.push_front(b);
+            }
         }
         let body_end = body.len();
         if self.read_line(body)? == 0 {
-            return Ok(false);
+            return Ok((false, true));
         }
         if is_blank(&body[body_end..]) {
             let next = body.len();
             let next_start = self.offset;
             if self.read_line(body)? == 0 {
                 body.truncate(body_end);
-                return Ok(false);
+                return Ok((false, true));
             }
             if body[next..].starts_with(b"From ") {
                 self.pending = Some((body[next..].to_vec(), next_start));
                 body.truncate(body_end);
-                return Ok(false);
+                return Ok((false, true));
             }
             let blank = is_blank(&body[next..]).then_some(next);
-            return self.scan(body, blank);
+            return Ok((self.scan(body, blank)?, false));
         }
         // Wrong Content-Length: carry on with the mboxrd rule.
         let blank = is_blank(&body[body_end..]).then_some(body_end);
-        self.scan(body, blank)
+        Ok((self.scan(body, blank)?, false))
     }
 }
 
@@ -293,6 +353,12 @@ pub fn write_message(
             "an mbox separator must be one line starting with \"From \"",
         ));
     }
+    // Auto reads what mboxrd writes.
+    let flavor = if flavor == Flavor::Auto {
+        Flavor::Mboxrd
+    } else {
+        flavor
+    };
     let mut n = from_line.len() as u64 + 1;
     w.write_all(from_line)?;
     w.write_all(b"\n")?;
@@ -310,7 +376,7 @@ pub fn write_message(
             w.write_all(&out)?;
             n += out.len() as u64;
         }
-        Flavor::Mboxrd | Flavor::Mboxo => {
+        Flavor::Mboxrd | Flavor::Mboxo | Flavor::Auto => {
             let marker = if !body.is_empty() && !body.ends_with(b"\n") {
                 EOL_NONE
             } else if body.starts_with(EOL_PREFIX) {
@@ -655,6 +721,39 @@ fn set_headers(msg: &[u8], slots: &[(&[&str], Option<String>)]) -> Vec<u8> {
     out
 }
 
+/// The header fields a mail folder keeps for itself, which readers of the mail do not see
+/// (the fields Dovecot hides from IMAP clients in an mbox).
+pub const HIDDEN_HEADERS: [&str; 9] = [
+    "Content-Length",
+    "Status",
+    "X-IMAP",
+    "X-IMAPbase",
+    "X-Keywords",
+    "X-Message-Flag",
+    "X-Status",
+    "X-UID",
+    "X-UIDL",
+];
+
+/// The message as a reader of the mail sees it: without [`HIDDEN_HEADERS`].
+pub fn strip_hidden(msg: &[u8]) -> Vec<u8> {
+    let slots: Vec<(&[&str], Option<String>)> = HIDDEN_HEADERS
+        .iter()
+        .map(|h| (std::slice::from_ref(h), None))
+        .collect();
+    set_headers(msg, &slots)
+}
+
+/// The `X-UIDL:` of a message (its POP3 UIDL), when it has one.
+pub fn pop3_uidl(msg: &[u8]) -> Option<String> {
+    let (fields, _) = header_fields(msg);
+    fields
+        .iter()
+        .find(|f| f.name.eq_ignore_ascii_case(b"X-UIDL"))
+        .map(|f| String::from_utf8_lossy(&f.value).trim().to_owned())
+        .filter(|v| !v.is_empty())
+}
+
 /// Rewrites a message's metadata headers to say `meta` (`X-IMAPbase`, `X-UID`, `Status`,
 /// `X-Status`, `X-Keywords`; one that would be empty is removed), leaving every other byte.
 pub fn rewrite_meta(msg: &[u8], meta: &MboxMeta) -> Vec<u8> {
@@ -813,7 +912,9 @@ mod tests {
             }
             for cut in (0..file.len()).filter(|&c| c == 0 || c >= 5) {
                 let got = read_all(&file[..cut], flavor);
-                assert!(got.len() <= msgs.len());
+                // mboxcl2 does not quote: once a cut makes the last length wrong, the
+                // separator rule may find `From ` lines in its body.
+                assert!(flavor == Flavor::Mboxcl2 || got.len() <= msgs.len());
                 // All but the last message read are whole (a cut just after an empty line
                 // cannot be told from the end of a message).
                 for (g, m) in got.iter().zip(&msgs).take(got.len().saturating_sub(1)) {
@@ -829,6 +930,53 @@ mod tests {
         let m = read_all(b"From a x\nabc", Flavor::Mboxrd);
         assert!(m[0].truncated);
         assert_eq!(m[0].body, b"abc");
+    }
+
+    #[test]
+    fn hidden_headers_are_stripped_and_nothing_else() {
+        let msg = b"From: a\nX-UID: 4\nStatus: RO\nX-Keywords: x\n y\nSubject: s\nX-UIDL: abc\n\nX-UID: body\n";
+        assert_eq!(
+            strip_hidden(msg),
+            b"From: a\nSubject: s\n\nX-UID: body\n".to_vec()
+        );
+        assert_eq!(pop3_uidl(msg).as_deref(), Some("abc"));
+        assert_eq!(strip_hidden(b"no header"), b"no header".to_vec());
+    }
+
+    #[test]
+    fn a_length_past_the_end_does_not_swallow_what_follows() {
+        let file = b"From a x\nContent-Length: 9999\n\none\n\nFrom b y\nS: 2\n\ntwo\n\nFrom c z\n\nthree\n\n";
+        for flavor in [Flavor::Mboxcl2, Flavor::Auto] {
+            let got = read_all(file, flavor);
+            let bodies: Vec<&[u8]> = got.iter().map(|m| m.body.as_slice()).collect();
+            assert_eq!(
+                bodies,
+                [
+                    &b"Content-Length: 9999\n\none\n"[..],
+                    b"S: 2\n\ntwo\n",
+                    b"\nthree\n"
+                ]
+            );
+            assert_eq!(got[1].offset, 36);
+            assert_eq!(&file[36..42], b"From b");
+            assert_eq!(&file[got[2].offset as usize..][..6], b"From c");
+            assert!(got.iter().all(|m| !m.truncated && !m.exact_length));
+        }
+    }
+
+    #[test]
+    fn auto_takes_an_exact_length_as_it_stands_and_unquotes_the_rest() {
+        // Dovecot's way: exact Content-Length, no quoting; then a message written by mboxrd.
+        let file = b"From a x\nContent-Length: 23\n\nline\nFrom here\n>From q\n\nFrom b y\n\n>From here\n\n";
+        let got = read_all(file, Flavor::Auto);
+        assert_eq!(got.len(), 2);
+        assert!(got[0].exact_length);
+        assert_eq!(
+            got[0].body,
+            b"Content-Length: 23\n\nline\nFrom here\n>From q\n"
+        );
+        assert!(!got[1].exact_length);
+        assert_eq!(got[1].body, b"\nFrom here\n");
     }
 
     #[test]

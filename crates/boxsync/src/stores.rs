@@ -1,8 +1,9 @@
-//! Opening any store a mail location names: a Maildir or an IMAP account.
+//! Opening any store a mail location names: a Maildir, an mbox tree or an IMAP account.
 
 use boxsync_model::{Error, ExitCode, Result};
 use boxsync_store::imapc::{ImapcLocation, ImapcStore};
 use boxsync_store::maildir::MaildirStore;
+use boxsync_store::mbox::{MboxLocation, MboxStore};
 use boxsync_store::{Location, Store};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -46,6 +47,7 @@ pub struct Opened {
 /// A parsed mail location.
 pub enum MailLocation {
     Maildir(Location),
+    Mbox(MboxLocation),
     Imapc(Box<ImapcLocation>),
 }
 
@@ -56,6 +58,8 @@ impl MailLocation {
                 text,
                 &|k| settings.imapc.get(k).cloned(),
             )?)))
+        } else if MboxLocation::is_mbox(text) {
+            Ok(MailLocation::Mbox(MboxLocation::parse(text)?))
         } else {
             Ok(MailLocation::Maildir(Location::parse(text)?))
         }
@@ -65,6 +69,7 @@ impl MailLocation {
     pub fn identity(&self) -> String {
         match self {
             MailLocation::Maildir(l) => l.root.display().to_string(),
+            MailLocation::Mbox(l) => l.root.display().to_string(),
             MailLocation::Imapc(l) => l.describe(),
         }
     }
@@ -73,6 +78,7 @@ impl MailLocation {
     pub fn spool(&self) -> PathBuf {
         match self {
             MailLocation::Maildir(l) => l.root.clone(),
+            MailLocation::Mbox(l) => l.index_dir.clone(),
             MailLocation::Imapc(l) => l.index_dir.clone(),
         }
     }
@@ -83,6 +89,11 @@ impl MailLocation {
         let (store, scan_errors): (Box<dyn Store + Send>, _) = match self {
             MailLocation::Maildir(l) => {
                 let store = MaildirStore::open(l, create, fsync)?;
+                let errors = described(&store.mailbox_errors);
+                (Box::new(store), errors)
+            }
+            MailLocation::Mbox(l) => {
+                let store = MboxStore::open(l, create, fsync)?;
                 let errors = described(&store.mailbox_errors);
                 (Box::new(store), errors)
             }

@@ -192,13 +192,25 @@ pub fn write_atomic(
     v1_separator: char,
     fsync: bool,
 ) -> Result<()> {
+    write_atomic_as(dir, FILE_NAME, subs, v1_separator, fsync)
+}
+
+/// [`write_atomic`] under another file name (an mbox root keeps `.subscriptions`, since any
+/// plain file there is a mailbox).
+pub fn write_atomic_as(
+    dir: &Path,
+    file_name: &str,
+    subs: &Subscriptions,
+    v1_separator: char,
+    fsync: bool,
+) -> Result<()> {
     if let Some(why) = subs.unwritable(v1_separator) {
         return Err(Error::Data(format!(
             "{}: refusing to write: {why}",
-            dir.join(FILE_NAME).display()
+            dir.join(file_name).display()
         )));
     }
-    replace_via_dotlock(dir, FILE_NAME, &subs.to_bytes(v1_separator), fsync)
+    replace_via_dotlock(dir, file_name, &subs.to_bytes(v1_separator), fsync)
 }
 
 #[cfg(test)]

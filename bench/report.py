@@ -48,6 +48,9 @@ RATIOS = [
     ("1%/1%: mbsync / boxsync", "after 1% new, 1% flags", "mbsync", "boxsync"),
     ("initial: boxsync tcp / boxsync", "initial", "boxsync tcp", "boxsync"),
     ("1%/1%: boxsync tcp / boxsync", "after 1% new, 1% flags", "boxsync tcp", "boxsync"),
+    ("Maildir -> mbox: boxsync / cp", "Maildir -> mbox", "boxsync", "cp -a + sync"),
+    ("mbox -> Maildir: boxsync / cp", "mbox -> Maildir", "boxsync", "cp -a + sync"),
+    ("mdbox -> Maildir: doveadm / boxsync", "mdbox -> Maildir", "doveadm", "boxsync"),
 ]
 
 

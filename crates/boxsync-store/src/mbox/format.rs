@@ -166,8 +166,8 @@ impl<R: BufRead> MboxReader<R> {
         let body = match self.flavor {
             Flavor::Mboxcl2 => body,
             Flavor::Auto if exact_length => body,
-            Flavor::Auto => strip_marker(unquote(&body, Flavor::Mboxrd)),
-            f => strip_marker(unquote(&body, f)),
+            Flavor::Auto => strip_marker(unquote(body, Flavor::Mboxrd)),
+            f => strip_marker(unquote(body, f)),
         };
         Ok(Some(MboxMessage {
             from_line,
@@ -313,7 +313,12 @@ fn quote_level(line: &[u8]) -> Option<usize> {
     line[n..].starts_with(b"From ").then_some(n)
 }
 
-fn unquote(body: &[u8], flavor: Flavor) -> Vec<u8> {
+fn unquote(body: Vec<u8>, flavor: Flavor) -> Vec<u8> {
+    // Only a line starting `>` can change, and only when `>From ` occurs at all: most mail
+    // is returned as it is, without a pass over its lines.
+    if !body.windows(6).any(|w| w == b">From ") {
+        return body;
+    }
     let mut out = Vec::with_capacity(body.len());
     for line in body.split_inclusive(|&b| b == b'\n') {
         let drop = match (flavor, quote_level(line)) {

@@ -178,7 +178,8 @@ pub(crate) fn scan_file(file: &std::fs::File, path: &Path) -> Result<FileScan> {
         if out.messages.is_empty() {
             out.imapbase = meta.imapbase.clone();
         }
-        let visible = format::strip_hidden(&m.body);
+        // The hidden fields are not among the hashed ones: the hash of the message as it
+        // stands is the hash of what a reader sees, without copying it.
         out.messages.push(Scanned {
             offset: m.offset,
             uid: meta.uid.filter(|&u| u > 0),
@@ -186,7 +187,7 @@ pub(crate) fn scan_file(file: &std::fs::File, path: &Path) -> Result<FileScan> {
             keywords: meta.keywords,
             recent: meta.recent,
             received: format::parse_from_line(&m.from_line).map_or(0, |(_, t)| t),
-            hash: message_hash(&visible),
+            hash: message_hash(&m.body),
             pop3_uidl: format::pop3_uidl(&m.body),
         });
     }

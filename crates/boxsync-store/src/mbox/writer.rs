@@ -164,7 +164,7 @@ fn write_new(
             keywords: out.keywords.clone(),
         };
         let body = format::rewrite_meta(&body, &meta);
-        let hash = message_hash(&format::strip_hidden(&body));
+        let hash = message_hash(&body);
         // A message Dovecot delimited by its length goes back the same way, unquoted, so
         // that Dovecot keeps showing the same bytes.
         let written = if exact {

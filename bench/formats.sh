@@ -110,7 +110,7 @@ mbox="$run/m2b/dst"
 for rep in $(seq "$REPEAT"); do
     rm -rf "$run/cp"
     timed "mbox -> Maildir" "cp -a + sync" "$rep" bash -c 'cp -a "$1" "$2" && sync' _ "$mbox" "$run/cp"
-    rm -rf "$run/b2m" "$mbox/.boxsync"
+    rm -rf "$run/b2m" "$mbox/.imap"
     timed "mbox -> Maildir" boxsync "$rep" "$boxsync" -o "mail_location=mbox:$mbox" \
         backup "maildir:$run/b2m"
 done

@@ -6,7 +6,9 @@
 //! `X-Status`, `X-Keywords`), so Dovecot and mutt read the same ones; those headers are not
 //! part of the mail a reader sees (Dovecot hides them too). What mbox cannot hold — message and
 //! mailbox GUIDs, modseqs, the expunge journal — is in boxsync's index, by default in
-//! `ROOT/.boxsync/` (a dot-directory, which mail readers do not take for a folder).
+//! `ROOT/.imap/`, Dovecot's own index directory for an mbox root: Dovecot does not list it as
+//! a folder (it lists any other directory, dotted or not), and the `dovecot.mailbox.log` there
+//! is shared with Dovecot, as in a Maildir.
 //!
 //! Every change to a folder writes a new file beside it and renames it over the old one under
 //! the dotlock and fcntl locks: a crash leaves the old file or the new one, never half of one.
@@ -63,7 +65,7 @@ impl MboxLocation {
         let root = expand_home(root);
         let mut loc = MboxLocation {
             inbox: root.join("inbox"),
-            index_dir: root.join(".boxsync"),
+            index_dir: root.join(".imap"),
             root,
         };
         for opt in parts {
@@ -220,6 +222,21 @@ pub(crate) fn read_message_at(
     Ok(format::strip_hidden(&m.body))
 }
 
+/// Whether a name is one of the files a writer makes beside a folder file
+/// (`.NAME.boxsync-new-PID`, `.NAME.boxsync-spool-PID-N`) by a process that is gone.
+fn left_by_a_dead_boxsync(file_name: &str) -> bool {
+    let Some((_, tail)) = file_name
+        .rsplit_once(".boxsync-new-")
+        .or_else(|| file_name.rsplit_once(".boxsync-spool-"))
+    else {
+        return false;
+    };
+    let pid = tail.split('-').next().and_then(|p| p.parse::<i32>().ok());
+    pid.is_some_and(|p| {
+        p > 0 && p as u32 != std::process::id() && crate::maildir::format::process_is_gone(p)
+    })
+}
+
 /// (size, mtime in ns, inode): what tells that a file is unchanged.
 fn file_signature(path: &Path) -> Option<(String, i128)> {
     let m = std::fs::metadata(path).ok()?;
@@ -348,6 +365,10 @@ impl MboxStore {
                 continue;
             };
             if file_name.starts_with('.') || file_name.ends_with(".lock") {
+                if left_by_a_dead_boxsync(&file_name) {
+                    // A killed run's new file or spool: the old file is still whole.
+                    let _ = std::fs::remove_file(&path);
+                }
                 continue;
             }
             if path == self.location.inbox || path == self.location.index_dir {
@@ -888,7 +909,6 @@ impl Store for MboxStore {
     ) -> Result<Box<dyn MailboxWriter + '_>> {
         self.load_folder(mailbox)?;
         let fsync = self.fsync;
-        let spool_dir = self.location.index_dir.clone();
         let folder = self
             .folders
             .get_mut(&mailbox)
@@ -899,7 +919,6 @@ impl Store for MboxStore {
             folder,
             fsync,
             header,
-            spool_dir,
         )))
     }
 }
@@ -913,7 +932,7 @@ mod tests {
         let l = MboxLocation::parse("mbox:/srv/mail:INBOX=/var/mail/alice").unwrap();
         assert_eq!(l.root, PathBuf::from("/srv/mail"));
         assert_eq!(l.inbox, PathBuf::from("/var/mail/alice"));
-        assert_eq!(l.index_dir, PathBuf::from("/srv/mail/.boxsync"));
+        assert_eq!(l.index_dir, PathBuf::from("/srv/mail/.imap"));
         let l = MboxLocation::parse("mbox:/m:INDEX=/idx").unwrap();
         assert_eq!(l.inbox, PathBuf::from("/m/inbox"));
         assert_eq!(l.index_dir, PathBuf::from("/idx"));

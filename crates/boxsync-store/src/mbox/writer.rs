@@ -20,12 +20,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 static SPOOL_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// Spaces kept after `X-IMAPbase: UIDVALIDITY UIDNEXT` in the first spooled message, for the
+/// keyword list.
+const IMAPBASE_ROOM: usize = 1000;
+
 /// Where a message of the new file comes from.
 enum Source {
     /// The old file, at this offset.
     Old(u64),
-    /// The spool: offset and length of the message as a reader sees it.
-    Spool(u64, u64),
+    /// The spool (saved mail, already in mbox form), at this offset.
+    Spool(u64),
 }
 
 /// A message of the new file with what the index needs of it: its GUID, the UID it had
@@ -53,7 +57,7 @@ struct Out {
 fn rewrite(
     path: &Path,
     outs: &[Out],
-    spool: Option<&std::fs::File>,
+    spool: Option<(&std::fs::File, &Path)>,
     uidvalidity: u32,
     uidnext: Uid,
     fsync: bool,
@@ -62,7 +66,7 @@ fn rewrite(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{file_name}.boxsync-new"));
+    let tmp = path.with_file_name(format!(".{file_name}.boxsync-new-{}", std::process::id()));
     let new = std::fs::File::create(&tmp).ctx(|| format!("creating {}", tmp.display()))?;
     let result = write_new(path, &tmp, &new, outs, spool, uidvalidity, uidnext);
     let locators = match result {
@@ -99,7 +103,7 @@ fn write_new(
     tmp: &Path,
     new: &std::fs::File,
     outs: &[Out],
-    spool: Option<&std::fs::File>,
+    spool: Option<(&std::fs::File, &Path)>,
     uidvalidity: u32,
     uidnext: Uid,
 ) -> Result<Vec<Locator>> {
@@ -115,43 +119,24 @@ fn write_new(
     let mut offset = 0u64;
     let mut locators = Vec::with_capacity(outs.len());
     for (i, out) in outs.iter().enumerate() {
-        let (from_line, body, exact) = match out.source {
+        let (file, at, name): (&std::fs::File, u64, &Path) = match out.source {
             Source::Old(at) => {
-                let f = match &mut old {
+                let f = match &old {
                     Some(f) => f,
                     None => old.insert(
                         std::fs::File::open(path).ctx(|| format!("opening {}", path.display()))?,
                     ),
                 };
-                f.seek(SeekFrom::Start(at))
-                    .ctx(|| format!("reading {}", path.display()))?;
-                let m = MboxReader::new(BufReader::new(&*f), Flavor::Auto)
-                    .next_message()
-                    .ctx(|| format!("reading {}", path.display()))?
-                    .ok_or_else(|| {
-                        Error::temp(format!(
-                            "{}: no message at byte {at} (the file changed during the sync)",
-                            path.display()
-                        ))
-                    })?;
-                (m.from_line, m.body, m.exact_length)
+                (f, at, path)
             }
-            Source::Spool(at, len) => {
-                let mut f =
+            Source::Spool(at) => {
+                let (f, p) =
                     spool.ok_or_else(|| Error::temp("BUG: spooled message without a spool"))?;
-                f.seek(SeekFrom::Start(at))
-                    .ctx(|| "reading the spool".to_owned())?;
-                let mut body = Vec::with_capacity(len as usize);
-                f.take(len)
-                    .read_to_end(&mut body)
-                    .ctx(|| "reading the spool".to_owned())?;
-                // Header fields the folder keeps for itself cannot come from the mail, as
-                // Dovecot drops them when it saves into an mbox.
-                let body = format::strip_hidden(&body);
-                let from = format::from_line("MAILER-DAEMON", out.received).into_bytes();
-                (from, body, false)
+                (f, at, p)
             }
         };
+        let m = read_one(file, at, name)?;
+        let (from_line, body, exact) = (m.from_line, m.body, m.exact_length);
         let meta = MboxMeta {
             imapbase: (i == 0).then(|| ImapBase {
                 uidvalidity,
@@ -188,6 +173,21 @@ fn write_new(
     }
     w.flush().ctx(|| format!("writing {}", tmp.display()))?;
     Ok(locators)
+}
+
+/// The message at `at` of an mbox file.
+fn read_one(mut file: &std::fs::File, at: u64, path: &Path) -> Result<format::MboxMessage> {
+    file.seek(SeekFrom::Start(at))
+        .ctx(|| format!("reading {}", path.display()))?;
+    MboxReader::new(BufReader::new(file), Flavor::Auto)
+        .next_message()
+        .ctx(|| format!("reading {}", path.display()))?
+        .ok_or_else(|| {
+            Error::temp(format!(
+                "{}: no message at byte {at} (the file changed during the sync)",
+                path.display()
+            ))
+        })
 }
 
 /// Gives every message without a valid X-UID (none, or not above the one before) the next
@@ -259,6 +259,78 @@ pub(crate) fn replace_with_empty(path: &Path, fsync: bool) -> Result<()> {
     rewrite(path, &[], None, 0, 1, fsync).map(|_| ())
 }
 
+/// Makes the spool the folder's file: fills in the X-IMAPbase kept room for in the first
+/// message, flushes, renames. Returns false (and changes nothing) when the keyword list does
+/// not fit the room.
+fn take_over_spool(
+    spool: &Spool,
+    path: &Path,
+    plan: &[Out],
+    uidvalidity: u32,
+    uidnext: Uid,
+    fsync: bool,
+) -> Result<bool> {
+    use std::io::BufRead;
+    use std::os::unix::fs::FileExt;
+    let keywords: std::collections::BTreeSet<&String> =
+        plan.iter().flat_map(|o| o.keywords.iter()).collect();
+    let mut value = format!("{uidvalidity} {uidnext:010}");
+    for k in keywords {
+        value.push(' ');
+        value.push_str(k);
+    }
+    // The X-IMAPbase line of the first message, found in the raw bytes.
+    let mut reader = BufReader::new(&spool.file);
+    reader
+        .seek(SeekFrom::Start(0))
+        .ctx(|| format!("reading {}", spool.path.display()))?;
+    let mut offset = 0u64;
+    let mut line = Vec::new();
+    let room = loop {
+        line.clear();
+        let n = reader
+            .read_until(b'\n', &mut line)
+            .ctx(|| format!("reading {}", spool.path.display()))?;
+        if n == 0 || line == b"\n" {
+            return Ok(false);
+        }
+        if let Some(rest) = line.strip_prefix(b"X-IMAPbase: ") {
+            let rest = rest.strip_suffix(b"\n").unwrap_or(rest);
+            let rest = rest.strip_suffix(b"\r").unwrap_or(rest);
+            break (offset + 12, rest.len());
+        }
+        offset += n as u64;
+    };
+    if value.len() > room.1 {
+        return Ok(false);
+    }
+    let mut padded = value.into_bytes();
+    padded.resize(room.1, b' ');
+    spool
+        .file
+        .write_all_at(&padded, room.0)
+        .ctx(|| format!("writing {}", spool.path.display()))?;
+    if let Ok(meta) = std::fs::metadata(path) {
+        use std::os::unix::fs::MetadataExt;
+        let _ = spool.file.set_permissions(meta.permissions());
+        let _ = std::os::unix::fs::fchown(&spool.file, Some(meta.uid()), Some(meta.gid()));
+    }
+    if fsync {
+        spool
+            .file
+            .sync_all()
+            .ctx(|| format!("flushing {}", spool.path.display()))?;
+    }
+    std::fs::rename(&spool.path, path)
+        .ctx(|| format!("renaming {} to {}", spool.path.display(), path.display()))?;
+    if fsync && let Some(dir) = path.parent() {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .ctx(|| format!("flushing {}", dir.display()))?;
+    }
+    Ok(true)
+}
+
 /// A spool file for saved bodies, removed when dropped.
 struct Spool {
     file: std::fs::File,
@@ -278,9 +350,9 @@ pub(crate) struct Writer<'a> {
     folder: &'a mut Folder,
     fsync: bool,
     header: HeaderUpdate,
-    spool_dir: PathBuf,
     spool: Option<Spool>,
-    saves: Vec<(SaveMeta, u64, u64)>,
+    /// Each save with where it is in the spool and its header hash.
+    saves: Vec<(SaveMeta, u64, String)>,
     expunges: HashSet<Uid>,
     flag_sets: BTreeMap<Uid, (Flags, Keywords)>,
     moves: HashMap<Uid, Uid>,
@@ -295,7 +367,6 @@ impl<'a> Writer<'a> {
         folder: &'a mut Folder,
         fsync: bool,
         header: HeaderUpdate,
-        spool_dir: PathBuf,
     ) -> Writer<'a> {
         Writer {
             index,
@@ -303,7 +374,6 @@ impl<'a> Writer<'a> {
             folder,
             fsync,
             header,
-            spool_dir,
             spool: None,
             saves: Vec::new(),
             expunges: HashSet::new(),
@@ -316,8 +386,15 @@ impl<'a> Writer<'a> {
 
     fn spool(&mut self) -> Result<&mut Spool> {
         if self.spool.is_none() {
-            let path = self.spool_dir.join(format!(
-                ".mbox-spool-{}-{}",
+            // Beside the folder file, so that a fresh folder can take it over by a rename.
+            let file_name = self
+                .folder
+                .path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let path = self.folder.path.with_file_name(format!(
+                ".{file_name}.boxsync-spool-{}-{}",
                 std::process::id(),
                 SPOOL_COUNTER.fetch_add(1, Ordering::Relaxed)
             ));
@@ -402,7 +479,12 @@ impl<'a> Writer<'a> {
             // Another program expunged mail meanwhile.
             self.report.changed_during_sync = true;
         }
-        for (meta, at, len) in std::mem::take(&mut self.saves) {
+        let file_was_empty = scan.messages.is_empty() && before.is_empty();
+        let only_saves =
+            self.expunges.is_empty() && self.flag_sets.is_empty() && self.moves.is_empty();
+        let mut spooled = HashMap::new();
+        for (meta, at, hash) in std::mem::take(&mut self.saves) {
+            spooled.insert(at, hash);
             outs.push((
                 Out {
                     uid: meta.uid,
@@ -410,7 +492,7 @@ impl<'a> Writer<'a> {
                     keywords: meta.keywords.clone(),
                     recent: false,
                     received: meta.received,
-                    source: Source::Spool(at, len),
+                    source: Source::Spool(at),
                 },
                 meta.guid,
                 None,
@@ -462,15 +544,49 @@ impl<'a> Writer<'a> {
             .into_iter()
             .map(|(o, guid, prev, uidl, base)| (o, (guid, prev, uidl, base)))
             .unzip();
-        let spool = self.spool.as_ref().map(|s| &s.file);
-        let locators = rewrite(
-            &path,
-            &plan,
-            spool,
-            self.header.uidvalidity,
-            uidnext,
-            self.fsync,
-        )?;
+        // A folder that was empty and only gets mail takes the spool as it is, when the mail
+        // came in UID order (the usual first copy): no second pass over the bytes.
+        let in_spool_order = plan
+            .windows(2)
+            .all(|w| matches!((&w[0].source, &w[1].source), (Source::Spool(a), Source::Spool(b)) if a < b));
+        let taken_over = match (&self.spool, &plan.first()) {
+            (
+                Some(spool),
+                Some(Out {
+                    source: Source::Spool(0),
+                    ..
+                }),
+            ) if file_was_empty && only_saves && in_spool_order => take_over_spool(
+                spool,
+                &path,
+                &plan,
+                self.header.uidvalidity,
+                uidnext,
+                self.fsync,
+            )?,
+            _ => false,
+        };
+        let locators = if taken_over {
+            plan.iter()
+                .map(|o| match o.source {
+                    Source::Spool(at) => Locator {
+                        offset: at,
+                        received: o.received,
+                        hash: spooled.get(&at).cloned().unwrap_or_default(),
+                    },
+                    Source::Old(_) => unreachable!("checked above: only spooled mail"),
+                })
+                .collect()
+        } else {
+            rewrite(
+                &path,
+                &plan,
+                self.spool.as_ref().map(|s| (&s.file, s.path.as_path())),
+                self.header.uidvalidity,
+                uidnext,
+                self.fsync,
+            )?
+        };
         drop(lock);
 
         // The index follows the new file.
@@ -619,21 +735,50 @@ fn locator_hash(folder: &Folder, uid: Uid) -> String {
 impl MailboxWriter for Writer<'_> {
     fn save(&mut self, meta: SaveMeta, body: &dyn MailBody) -> Result<()> {
         let uid = meta.uid;
+        let mut bytes = Vec::with_capacity(body.size().unwrap_or(0).min(1 << 30) as usize);
+        body.open()
+            .and_then(|mut r| r.read_to_end(&mut bytes))
+            .map_err(|e| Error::io(format!("reading the body of UID {uid}"), e))?;
+        let size = bytes.len() as u64;
+        // Header fields the folder keeps for itself cannot come from the mail: Dovecot drops
+        // them too when it saves into an mbox.
+        let visible = format::strip_hidden(&bytes);
+        drop(bytes);
+        let hash = message_hash(&visible);
+        let first = self.saves.is_empty();
+        let uidvalidity = self.header.uidvalidity;
         let spool = self.spool()?;
         let at = spool.len;
-        let mut input = body
-            .open()
-            .map_err(|e| Error::io(format!("reading the body of UID {uid}"), e))?;
+        let mbox_meta = MboxMeta {
+            // Room for the real X-IMAPbase, filled in at the end when the spool becomes the
+            // folder as it is (UIDNEXT and the keyword list are known only then). Dovecot
+            // pads its metadata headers with spaces the same way.
+            imapbase: first.then(|| ImapBase {
+                uidvalidity,
+                uidnext: 0,
+                keywords: vec![" ".repeat(IMAPBASE_ROOM)],
+            }),
+            uid: Some(uid),
+            flags: meta.flags,
+            recent: false,
+            keywords: meta.keywords.clone(),
+        };
+        let with_meta = format::rewrite_meta(&visible, &mbox_meta);
+        drop(visible);
+        let from = format::from_line("MAILER-DAEMON", meta.received).into_bytes();
         spool
             .file
             .seek(SeekFrom::Start(at))
             .ctx(|| format!("writing {}", spool.path.display()))?;
-        let len = std::io::copy(&mut input, &mut spool.file)
+        let mut w = BufWriter::with_capacity(256 << 10, &spool.file);
+        let n = format::write_message(&mut w, &from, &with_meta, Flavor::Mboxrd)
+            .and_then(|n| w.flush().map(|()| n))
             .ctx(|| format!("spooling UID {uid} into {}", spool.path.display()))?;
-        spool.len += len;
+        drop(w);
+        spool.len += n;
         self.report.saved += 1;
-        self.report.bytes += len;
-        self.saves.push((meta, at, len));
+        self.report.bytes += size;
+        self.saves.push((meta, at, hash));
         Ok(())
     }
 

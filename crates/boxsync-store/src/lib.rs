@@ -2,6 +2,7 @@
 //! tombstones and timestamps), each a UID-ordered list of messages with modseqs and an expunge
 //! journal, that it can change through a batched [`MailboxWriter`]. Backends: `maildir` and `imapc`.
 
+pub mod dbox;
 pub mod hdr_hash;
 pub mod imapc;
 pub mod location;

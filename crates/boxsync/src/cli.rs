@@ -441,6 +441,10 @@ fn sync(
     // In one process the slave's errors are already in the outcome; otherwise its finish
     // record is all we have.
     let slave_merged = matches!(destination, dest::Destination::Local(_)) && !wire_local;
+    // A side the sync writes to must be one boxsync can write (not a dbox).
+    if !must_exist(Role::Master) {
+        local_loc.check_writable()?;
+    }
     let outcome = match destination {
         dest::Destination::Local(text) => {
             let dest_text = remote::expand_location(&text, &user)?;
@@ -449,6 +453,9 @@ fn sync(
                 return Err(Error::Usage(
                     "source and destination are the same mail location".into(),
                 ));
+            }
+            if !must_exist(Role::Slave) {
+                dest_loc.check_writable()?;
             }
             // The source first: when it is missing, the destination must not have been created.
             let (mut local, mut dest) = if must_exist(Role::Slave) {

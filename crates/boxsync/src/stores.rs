@@ -1,6 +1,8 @@
-//! Opening any store a mail location names: a Maildir, an mbox tree or an IMAP account.
+//! Opening any store a mail location names: a Maildir, an mbox tree, an IMAP account, or
+//! (read only) Dovecot's sdbox or mdbox.
 
 use boxsync_model::{Error, ExitCode, Result};
+use boxsync_store::dbox::{DboxLocation, DboxStore};
 use boxsync_store::imapc::{ImapcLocation, ImapcStore};
 use boxsync_store::maildir::MaildirStore;
 use boxsync_store::mbox::{MboxLocation, MboxStore};
@@ -48,6 +50,8 @@ pub struct Opened {
 pub enum MailLocation {
     Maildir(Location),
     Mbox(MboxLocation),
+    /// Dovecot's sdbox or mdbox: read only.
+    Dbox(DboxLocation),
     Imapc(Box<ImapcLocation>),
 }
 
@@ -58,6 +62,8 @@ impl MailLocation {
                 text,
                 &|k| settings.imapc.get(k).cloned(),
             )?)))
+        } else if DboxLocation::is_dbox(text) {
+            Ok(MailLocation::Dbox(DboxLocation::parse(text)?))
         } else if MboxLocation::is_mbox(text) {
             Ok(MailLocation::Mbox(MboxLocation::parse(text)?))
         } else {
@@ -70,6 +76,7 @@ impl MailLocation {
         match self {
             MailLocation::Maildir(l) => l.root.display().to_string(),
             MailLocation::Mbox(l) => l.root.display().to_string(),
+            MailLocation::Dbox(l) => l.root.display().to_string(),
             MailLocation::Imapc(l) => l.describe(),
         }
     }
@@ -79,7 +86,16 @@ impl MailLocation {
         match self {
             MailLocation::Maildir(l) => l.root.clone(),
             MailLocation::Mbox(l) => l.index_dir.clone(),
+            MailLocation::Dbox(l) => l.index_dir.clone(),
             MailLocation::Imapc(l) => l.index_dir.clone(),
+        }
+    }
+
+    /// Refuses a store boxsync cannot change (a dbox) on a side the sync would write to.
+    pub fn check_writable(&self) -> Result<()> {
+        match self {
+            MailLocation::Dbox(l) => Err(l.read_only_error()),
+            _ => Ok(()),
         }
     }
 
@@ -97,6 +113,11 @@ impl MailLocation {
                 let errors = described(&store.mailbox_errors);
                 (Box::new(store), errors)
             }
+            MailLocation::Dbox(l) => {
+                let store = DboxStore::open(&l.root, l.kind, &l.index_dir)?;
+                let errors = described(&store.mailbox_errors);
+                (Box::new(store), errors)
+            }
             MailLocation::Imapc(l) => {
                 let store = ImapcStore::open(l, fsync)?;
                 let errors = described(&store.mailbox_errors);
@@ -111,9 +132,14 @@ impl MailLocation {
     }
 }
 
-/// Opens the store at `text` (see [`MailLocation::open`]).
+/// Opens the store at `text` (see [`MailLocation::open`]); `create` also says that the sync
+/// writes to it.
 pub fn open(text: &str, create: bool, settings: &StoreSettings) -> Result<Opened> {
-    MailLocation::parse(text, settings)?.open(create, settings.fsync)
+    let location = MailLocation::parse(text, settings)?;
+    if create {
+        location.check_writable()?;
+    }
+    location.open(create, settings.fsync)
 }
 
 fn described(errors: &[(String, Error)]) -> Vec<(String, String, ExitCode)> {

@@ -18,8 +18,9 @@ use std::io::Write;
 #[derive(Parser, Debug)]
 #[command(name = "boxsync", version, disable_help_subcommand = true)]
 struct Cli {
-    /// Set a setting: mail_location=maildir:PATH[:LAYOUT=fs][:INDEX=DIR] or imapc:[INDEXDIR]
-    /// or imap[s]://USER@HOST[:PORT]/ (`%u`, `%n`, `%d` expand to the user),
+    /// Set a setting: mail_location=maildir:PATH[:LAYOUT=fs][:INDEX=DIR] or
+    /// mbox:ROOT[:INBOX=PATH] or sdbox:ROOT / mdbox:ROOT (read only)[:INDEX=DIR] or
+    /// imapc:[INDEXDIR] or imap[s]://USER@HOST[:PORT]/ (`%u`, `%n`, `%d` expand to the user),
     /// mail_fsync=optimized|always|never, dsync_remote_cmd=COMMAND, doveadm_password=SECRET,
     /// doveadm_port=PORT, ssl_client_ca_file=PEM, ssl_cert=<PEM, ssl_key=<PEM,
     /// server_max_sessions=N; for IMAP accounts imapc_host, imapc_port, imapc_user,

@@ -222,6 +222,75 @@ pub(crate) fn read_message_at(
     Ok(format::strip_hidden(&m.body))
 }
 
+/// Whether an error says that a file or its directory cannot be written (permissions, a
+/// read-only file system), as opposed to a failure worth stopping for.
+fn cannot_write(e: &Error) -> bool {
+    match e {
+        Error::Io { source, .. } => matches!(
+            source.kind(),
+            std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
+        ),
+        Error::Permission(_) => true,
+        _ => false,
+    }
+}
+
+/// Gives messages without a valid X-UID the UID boxsync's index had for the same message (by
+/// header hash), else the next free one, without touching the file.
+fn assign_uids_in_memory(
+    scan: &mut FileScan,
+    old: &HashMap<Uid, boxsync_index::MessageRow>,
+    uidnext: &mut Uid,
+) {
+    let valid: std::collections::HashSet<Uid> = {
+        let mut last = 0;
+        scan.messages
+            .iter()
+            .filter_map(|m| match m.uid {
+                Some(u) if u > last => {
+                    last = u;
+                    Some(u)
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let mut by_hash: HashMap<String, Vec<Uid>> = HashMap::new();
+    for (uid, row) in old {
+        if !valid.contains(uid)
+            && let Some(l) = Locator::decode(&row.file)
+        {
+            by_hash.entry(l.hash).or_default().push(*uid);
+        }
+    }
+    for uids in by_hash.values_mut() {
+        uids.sort_unstable();
+    }
+    let mut last = 0;
+    for m in &mut scan.messages {
+        let uid = match m.uid {
+            Some(u) if u > last => u,
+            _ => {
+                let reused = by_hash.get_mut(&m.hash).and_then(|uids| {
+                    let i = uids.iter().position(|&u| u > last)?;
+                    Some(uids.remove(i))
+                });
+                match reused {
+                    Some(u) => u,
+                    None => {
+                        let u = (*uidnext).max(last + 1);
+                        *uidnext = u + 1;
+                        u
+                    }
+                }
+            }
+        };
+        m.uid = Some(uid);
+        last = uid;
+        *uidnext = (*uidnext).max(uid + 1);
+    }
+}
+
 /// Whether a name is one of the files a writer makes beside a folder file
 /// (`.NAME.boxsync-new-PID`, `.NAME.boxsync-spool-PID-N`) by a process that is gone.
 fn left_by_a_dead_boxsync(file_name: &str) -> bool {
@@ -475,19 +544,38 @@ impl MboxStore {
             .map_or(1, |b| b.uidnext)
             .max(row.map_or(1, |r| r.uidnext))
             .max(max_uid + 1);
-        if needs_uids {
-            // Mail an MDA delivered has no X-UID yet: give it UIDs in the file, as Dovecot
-            // does on its first look, so that both read the same ones.
-            let _lock = lock::write_lock(path)?;
-            let fresh = writer::assign_uids(path, uidvalidity, &mut uidnext, self.fsync)?;
-            scan = fresh;
-        }
         let old: HashMap<Uid, boxsync_index::MessageRow> = self
             .index
             .messages(guid)?
             .into_iter()
             .map(|m| (m.uid, m))
             .collect();
+        let mut rewritten = false;
+        if needs_uids {
+            // Mail an MDA delivered has no X-UID yet: give it UIDs in the file, as Dovecot
+            // does on its first look, so that both read the same ones.
+            let assigned = lock::write_lock(path).and_then(|_lock| {
+                let mut next = uidnext;
+                writer::assign_uids(path, uidvalidity, &mut next, self.fsync).map(|s| (s, next))
+            });
+            match assigned {
+                Ok((fresh, next)) => {
+                    scan = fresh;
+                    uidnext = next;
+                    rewritten = true;
+                }
+                Err(e) if cannot_write(&e) => {
+                    // A read-only mbox (a mounted snapshot, another user's spool) still
+                    // converts: its UIDs live in boxsync's index only, found again by hash.
+                    tracing::warn!(
+                        "{}: cannot write UIDs into it ({e}); keeping them in boxsync's index only",
+                        path.display()
+                    );
+                    assign_uids_in_memory(&mut scan, &old, &mut uidnext);
+                }
+                Err(e) => return Err(e),
+            }
+        }
         let mut seen = Vec::with_capacity(scan.messages.len());
         for m in &scan.messages {
             let Some(uid) = m.uid else { continue };
@@ -512,7 +600,7 @@ impl MboxStore {
             });
         }
         let (sig_now, newest_now) = file_signature(path).unwrap_or((String::new(), newest));
-        let trusted = if scan_time - newest_now.max(newest) > SIGNATURE_MARGIN_NS && !needs_uids {
+        let trusted = if scan_time - newest_now.max(newest) > SIGNATURE_MARGIN_NS && !rewritten {
             sig_now
         } else {
             String::new()
@@ -926,6 +1014,75 @@ impl Store for MboxStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn scanned(uid: Option<Uid>, hash: &str) -> Scanned {
+        Scanned {
+            offset: 0,
+            uid,
+            flags: Flags::EMPTY,
+            keywords: Keywords::new(),
+            recent: false,
+            received: 0,
+            hash: hash.to_owned(),
+            pop3_uidl: None,
+        }
+    }
+
+    fn row(uid: Uid, hash: &str) -> (Uid, boxsync_index::MessageRow) {
+        (
+            uid,
+            boxsync_index::MessageRow {
+                uid,
+                guid: format!("g{uid}"),
+                file: Locator {
+                    offset: 0,
+                    received: 0,
+                    hash: hash.to_owned(),
+                }
+                .encode(),
+                flags: Flags::EMPTY,
+                keywords: Keywords::new(),
+                modseq: 1,
+                base: None,
+                pop3_uidl: None,
+                pop3_order: None,
+            },
+        )
+    }
+
+    #[test]
+    fn uids_kept_only_in_the_index_are_found_again_by_hash() {
+        // A read-only mbox without X-UIDs, read before as UIDs 3 (hash a) and 4 (hash b);
+        // now a new message (hash c) sits between them, and one with a stale X-UID 2 follows.
+        let mut scan = FileScan {
+            imapbase: None,
+            messages: vec![
+                scanned(None, "a"),
+                scanned(None, "c"),
+                scanned(None, "b"),
+                scanned(Some(2), "d"),
+            ],
+        };
+        let old: HashMap<_, _> = [row(3, "a"), row(4, "b")].into_iter().collect();
+        let mut uidnext = 5;
+        assign_uids_in_memory(&mut scan, &old, &mut uidnext);
+        let uids: Vec<_> = scan.messages.iter().map(|m| m.uid.unwrap()).collect();
+        // b cannot keep 4 after c took 5: UIDs must rise through the file.
+        assert_eq!(uids, [3, 5, 6, 7]);
+        assert_eq!(uidnext, 8);
+    }
+
+    #[test]
+    fn only_the_debris_of_dead_writers_is_recognised() {
+        assert!(!left_by_a_dead_boxsync(".inbox.boxsync-new-1"));
+        assert!(!left_by_a_dead_boxsync(&format!(
+            ".inbox.boxsync-spool-{}-0",
+            std::process::id()
+        )));
+        assert!(left_by_a_dead_boxsync(".Work.boxsync-spool-2147483646-3"));
+        assert!(!left_by_a_dead_boxsync(".subscriptions"));
+        assert!(!left_by_a_dead_boxsync(".imap"));
+    }
 
     #[test]
     fn parses_mbox_locations() {

@@ -599,7 +599,7 @@ mod tests {
         let storage = root.path().join("storage");
         std::fs::create_dir_all(&storage).unwrap();
         let a = dbox_message(b"Subject: a\n\nA\n", "Gguid-a\nPuidl-a\nO3\nBINBOX");
-        let b = dbox_message(b"Subject: b\n\nB\n", "R64\nGignored");
+        let b = dbox_message(b"Subject: b\n\nB\n", "R64\nGguid-b");
         let mut m1 = b"2 M1e C1\n".to_vec();
         let (off_a, off_b) = (m1.len() as u32, (m1.len() + a.len()) as u32);
         m1.extend_from_slice(&a);
@@ -648,8 +648,8 @@ mod tests {
         let guid = Guid128([0x44; 16]);
         let msgs = store.messages(guid).unwrap();
         assert_eq!(msgs.len(), 2);
-        // The `guid` extension wins over the file's `G`.
-        assert_eq!(msgs[0].guid, "aa".repeat(16));
+        // The file's `G` is what Dovecot reports, over the `guid` extension.
+        assert_eq!(msgs[0].guid, "guid-b");
         assert_eq!(msgs[0].received, 0x64);
         assert_eq!(msgs[1].guid, "guid-a");
         assert_eq!(msgs[1].flags, Flags::FLAGGED);

@@ -336,15 +336,21 @@ pub(super) fn scan_mdbox(
             stand_in_guid(index, name)?
         }
     };
-    let mdbox_ext = dovecot.ext_index("mdbox").ok_or_else(|| {
-        Error::data(format!(
-            "mdbox mailbox {name}: {} has no \"mdbox\" extension (is this an sdbox mailbox?)",
-            dir.join(MAILBOX_INDEX).display()
-        ))
-    })?;
+    // Dovecot registers the "mdbox" record extension with the first message saved: a mailbox
+    // that never held mail has none.
+    let (mdbox_ext, records) = match dovecot.ext_index("mdbox") {
+        Some(ext) => (ext, dovecot.records.as_slice()),
+        None if dovecot.records.is_empty() => (0, &[][..]),
+        None => {
+            return Err(Error::data(format!(
+                "mdbox mailbox {name}: {} has no \"mdbox\" extension (is this an sdbox mailbox?)",
+                dir.join(MAILBOX_INDEX).display()
+            )));
+        }
+    };
     let storage = root.join("storage");
     let mut candidates = Vec::with_capacity(dovecot.records.len());
-    for rec in &dovecot.records {
+    for rec in records {
         let b: [u8; 8] = dovecot.record_ext(rec, mdbox_ext);
         let (map_uid, save_date) = (le32(&b, 0), le32(&b, 4));
         let &(file_id, offset, size) = map.get(&map_uid).ok_or_else(|| {
@@ -407,10 +413,7 @@ fn read_candidates(
             .get(&c.uid)
             .filter(|r| usable_cache && r.file == c.locator);
         if let Some(row) = cached {
-            let guid = match kind {
-                DboxKind::Mdbox => c.ext_guid.unwrap_or_else(|| row.guid.clone()),
-                DboxKind::Sdbox => row.guid.clone(),
-            };
+            let guid = row.guid.clone();
             seen.push(Seen {
                 uid: c.uid,
                 guid,
@@ -434,11 +437,9 @@ fn read_candidates(
         };
         let meta = file.metadata(&loc)?;
         let file_guid = meta.guid().map(str::to_owned);
-        let guid = match kind {
-            DboxKind::Mdbox => c.ext_guid.or(file_guid),
-            DboxKind::Sdbox => file_guid.or(c.ext_guid),
-        }
-        .ok_or_else(|| {
+        // The file's `G` is the GUID Dovecot reports (a Maildir's base name, for mail that
+        // came from one); the index's `guid` extension only when the file has none.
+        let guid = file_guid.or(c.ext_guid).ok_or_else(|| {
             Error::data(format!(
                 "{}: the message with UID {} has no GUID",
                 c.path.display(),

@@ -197,7 +197,7 @@ impl<R: BufRead> MboxReader<R> {
             }
             let line = &body[at..];
             if let Some(b) = blank_at
-                && line.starts_with(b"From ")
+                && is_from_line(line)
             {
                 self.pending = Some((line.to_vec(), start));
                 body.truncate(b);
@@ -270,7 +270,7 @@ impl<R: BufRead> MboxReader<R> {
                 body.truncate(body_end);
                 return Ok((false, true));
             }
-            if body[next..].starts_with(b"From ") {
+            if is_from_line(&body[next..]) {
                 self.pending = Some((body[next..].to_vec(), next_start));
                 body.truncate(body_end);
                 return Ok((false, true));
@@ -308,9 +308,18 @@ fn content_length(msg: &[u8]) -> Option<u64> {
         .and_then(|f| std::str::from_utf8(&f.value).ok()?.trim().parse().ok())
 }
 
+/// Whether a line is an envelope line that can separate messages: `From `, a sender and a
+/// date, as Dovecot and mutt require. `From here on, …` in a body is not one.
+pub fn is_from_line(line: &[u8]) -> bool {
+    line.starts_with(b"From ") && parse_from_line(line).is_some()
+}
+
+/// How many `>` quote a line that would otherwise be an envelope line: only such lines are
+/// quoted and unquoted, so that every other byte of the mail stays as Dovecot and mutt (who
+/// never unquote) show it, and reading undoes writing exactly.
 fn quote_level(line: &[u8]) -> Option<usize> {
     let n = line.iter().take_while(|&&b| b == b'>').count();
-    line[n..].starts_with(b"From ").then_some(n)
+    is_from_line(&line[n..]).then_some(n)
 }
 
 fn unquote(body: Vec<u8>, flavor: Flavor) -> Vec<u8> {
@@ -443,8 +452,28 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
     (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
-/// `From <sender> <asctime in UTC>`, e.g. `From MAILER-DAEMON Fri Mar  1 09:00:00 2024`.
-/// An empty sender becomes `MAILER-DAEMON`; white space in it becomes `_`.
+/// The offset of local time from UTC at `t`, in seconds (the `TZ` setting, as ctime(3) uses).
+pub fn local_offset(t: i64) -> i64 {
+    unsafe extern "C" {
+        /// POSIX; the libc crate does not bind it.
+        fn tzset();
+    }
+    static TZSET: std::sync::Once = std::sync::Once::new();
+    // SAFETY: tzset only reads the environment; run once, before any localtime_r.
+    TZSET.call_once(|| unsafe { tzset() });
+    let t = t as libc::time_t;
+    // SAFETY: an all-zero tm is valid, and localtime_r writes only into it.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers are valid for the call.
+    if unsafe { libc::localtime_r(&t, &mut tm) }.is_null() {
+        return 0;
+    }
+    tm.tm_gmtoff
+}
+
+/// `From <sender> <asctime in local time>`, e.g. `From MAILER-DAEMON Fri Mar  1 09:00:00 2024`,
+/// as Dovecot, mutt and MDAs write it. An empty sender becomes `MAILER-DAEMON`; white space in
+/// it becomes `_`.
 pub fn from_line(sender: &str, received: i64) -> String {
     let sender: String = if sender.is_empty() {
         "MAILER-DAEMON".into()
@@ -454,8 +483,9 @@ pub fn from_line(sender: &str, received: i64) -> String {
             .map(|c| if c.is_whitespace() { '_' } else { c })
             .collect()
     };
-    let days = received.div_euclid(86_400);
-    let secs = received.rem_euclid(86_400);
+    let local = received + local_offset(received);
+    let days = local.div_euclid(86_400);
+    let secs = local.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
     format!(
         "From {sender} {} {} {d:>2} {:02}:{:02}:{:02} {y}",
@@ -476,7 +506,7 @@ fn month_of(tok: &str) -> Option<i64> {
 
 /// Parses a `From ` line into the sender and the time (seconds since the epoch). Accepts any
 /// run of spaces, `HH:MM` or `HH:MM:SS`, a numeric zone (`+0100`, applied) or a zone name
-/// (ignored; the time is then taken as UTC) before or after the year, and two-digit years
+/// (ignored; the time is then local time, as ctime(3) writes it) before or after the year, and two-digit years
 /// (`70`–`99` → 19xx, else 20xx). The sender is everything between `From ` and the weekday.
 pub fn parse_from_line(line: &[u8]) -> Option<(String, i64)> {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
@@ -504,13 +534,13 @@ pub fn parse_from_line(line: &[u8]) -> Option<(String, i64)> {
         return None;
     }
     let mut year = None;
-    let mut zone = 0i64;
+    let mut zone = None;
     for t in toks.iter().skip(i + 4) {
         let b = t.as_bytes();
         if (b[0] == b'+' || b[0] == b'-') && b.len() == 5 && b[1..].iter().all(u8::is_ascii_digit) {
             let v: i64 = t[1..].parse().ok()?;
             let off = (v / 100) * 3600 + (v % 100) * 60;
-            zone = if b[0] == b'-' { -off } else { off };
+            zone = Some(if b[0] == b'-' { -off } else { off });
         } else if year.is_none() && b.iter().all(u8::is_ascii_digit) {
             let y: i64 = t.parse().ok()?;
             year = Some(match b.len() {
@@ -522,12 +552,20 @@ pub fn parse_from_line(line: &[u8]) -> Option<(String, i64)> {
         }
     }
     let days = days_from_civil(year?, month, day);
-    Some((sender, days * 86_400 + h * 3600 + mi * 60 + s - zone))
+    let as_utc = days * 86_400 + h * 3600 + mi * 60 + s;
+    let zone = zone.unwrap_or_else(|| {
+        // The offset at the instant meant, which the offset at the UTC reading finds but for
+        // the hour around a change of daylight saving time.
+        let guess = local_offset(as_utc);
+        local_offset(as_utc - guess)
+    });
+    Some((sender, as_utc - zone))
 }
 
 // ---- metadata headers ----
 
-/// `X-IMAPbase:` of the first message: the mailbox's UIDVALIDITY, UIDNEXT and keyword list.
+/// `X-IMAPbase:` of the first message: the mailbox's UIDVALIDITY, UIDNEXT and keyword list
+/// (the file holds the last UID given, UIDNEXT − 1, as Dovecot and UW-IMAP write it).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ImapBase {
     pub uidvalidity: u32,
@@ -645,10 +683,11 @@ pub fn parse_meta(msg: &[u8]) -> MboxMeta {
             let (Some(v), Some(n)) = (w.next(), w.next()) else {
                 continue;
             };
-            if let (Ok(uidvalidity), Ok(uidnext)) = (v.parse(), n.parse()) {
+            // The second number is the last UID given (UW-IMAP's and Dovecot's reading).
+            if let (Ok(uidvalidity), Ok(last)) = (v.parse(), n.parse::<u32>()) {
                 meta.imapbase.get_or_insert(ImapBase {
                     uidvalidity,
-                    uidnext,
+                    uidnext: last.saturating_add(1),
                     keywords: w.collect(),
                 });
             }
@@ -740,13 +779,21 @@ pub const HIDDEN_HEADERS: [&str; 9] = [
     "X-UIDL",
 ];
 
+/// First line of a message that itself begins with white space: without it, the metadata
+/// headers put before that line would take it for their continuation.
+const LEAD: &[u8] = b"X-Boxsync-Lead: ws\n";
+
 /// The message as a reader of the mail sees it: without [`HIDDEN_HEADERS`].
 pub fn strip_hidden(msg: &[u8]) -> Vec<u8> {
     let slots: Vec<(&[&str], Option<String>)> = HIDDEN_HEADERS
         .iter()
         .map(|h| (std::slice::from_ref(h), None))
         .collect();
-    set_headers(msg, &slots)
+    let mut out = set_headers(msg, &slots);
+    if out.starts_with(LEAD) {
+        out.drain(..LEAD.len());
+    }
+    out
 }
 
 /// The `X-UIDL:` of a message (its POP3 UIDL), when it has one.
@@ -763,7 +810,7 @@ pub fn pop3_uidl(msg: &[u8]) -> Option<String> {
 /// `X-Status`, `X-Keywords`; one that would be empty is removed), leaving every other byte.
 pub fn rewrite_meta(msg: &[u8], meta: &MboxMeta) -> Vec<u8> {
     let imapbase = meta.imapbase.as_ref().map(|b| {
-        let mut s = format!("{} {:010}", b.uidvalidity, b.uidnext);
+        let mut s = format!("{} {:010}", b.uidvalidity, b.uidnext.saturating_sub(1));
         for k in &b.keywords {
             s.push(' ');
             s.push_str(k);
@@ -784,6 +831,13 @@ pub fn rewrite_meta(msg: &[u8], meta: &MboxMeta) -> Vec<u8> {
         .collect();
     let keywords = meta.keywords.iter().cloned().collect::<Vec<_>>().join(" ");
     let nonempty = |s: String| (!s.is_empty()).then_some(s);
+    let led;
+    let msg = if msg.first().is_some_and(|&b| b == b' ' || b == b'\t') {
+        led = [LEAD, msg].concat();
+        &led[..]
+    } else {
+        msg
+    };
     set_headers(
         msg,
         &[
@@ -822,19 +876,27 @@ mod tests {
 
     #[test]
     fn separator_rules() {
-        let file = b"From a Fri Mar  1 09:00:00 2024\nSubject: x\n\nbody\nFrom inside\n\n>From q\n\nFrom b Fri Mar  1 09:00:01 2024\nhi\n\n";
+        let file = b"From a Fri Mar  1 09:00:00 2024\nSubject: x\n\nbody\nFrom inside\n\n>From q Fri Mar  1 09:00:00 2024\n\nFrom b Fri Mar  1 09:00:01 2024\nhi\n\n";
         let m = read_all(file, Flavor::Mboxrd);
         assert_eq!(m.len(), 2);
-        assert_eq!(m[0].body, b"Subject: x\n\nbody\nFrom inside\n\nFrom q\n");
+        assert_eq!(
+            m[0].body,
+            b"Subject: x\n\nbody\nFrom inside\n\nFrom q Fri Mar  1 09:00:00 2024\n"
+        );
         assert_eq!(m[0].offset, 0);
-        assert_eq!(m[1].offset, 71);
-        assert_eq!(&file[71..77], b"From b");
+        assert_eq!(&file[m[1].offset as usize..][..6], b"From b");
         assert_eq!(m[1].body, b"hi\n");
         assert!(!m[1].truncated);
-        // mboxo keeps >>From as >From.
-        let file = b"From a x\n>>From a\n>From b\n\n";
-        assert_eq!(read_all(file, Flavor::Mboxo)[0].body, b">>From a\nFrom b\n");
-        assert_eq!(read_all(file, Flavor::Mboxrd)[0].body, b">From a\nFrom b\n");
+        // mboxo keeps >>From as >From; neither touches a line that is no envelope line.
+        let file = b"From a x\n>>From a Fri Mar  1 09:00:00 2024\n>From b Fri Mar  1 09:00:00 2024\n>From here\n\n";
+        assert_eq!(
+            read_all(file, Flavor::Mboxo)[0].body,
+            b">>From a Fri Mar  1 09:00:00 2024\nFrom b Fri Mar  1 09:00:00 2024\n>From here\n"
+        );
+        assert_eq!(
+            read_all(file, Flavor::Mboxrd)[0].body,
+            b">From a Fri Mar  1 09:00:00 2024\nFrom b Fri Mar  1 09:00:00 2024\n>From here\n"
+        );
     }
 
     #[test]
@@ -884,7 +946,7 @@ mod tests {
             .collect();
         assert_eq!(write_all(&again, Flavor::Mboxcl2), file);
         // A wrong Content-Length falls back to the separator rule.
-        let file = b"From a x\nContent-Length: 2\n\nabc\ndef\n\nFrom b y\nC: d\n\nx\n\n";
+        let file = b"From a x\nContent-Length: 2\n\nabc\ndef\n\nFrom b Fri Mar  1 09:00:01 2024\nC: d\n\nx\n\n";
         let m = read_all(file, Flavor::Mboxcl2);
         assert_eq!(m.len(), 2);
         assert_eq!(m[0].body, b"Content-Length: 2\n\nabc\ndef\n");
@@ -938,6 +1000,71 @@ mod tests {
     }
 
     #[test]
+    fn a_message_starting_with_white_space_keeps_its_first_line() {
+        let msg = b" folded first line\nSubject: x\n\nbody\n";
+        let meta = MboxMeta {
+            uid: Some(3),
+            ..MboxMeta::default()
+        };
+        let stored = rewrite_meta(msg, &meta);
+        assert_eq!(parse_meta(&stored).uid, Some(3));
+        assert_eq!(strip_hidden(&stored), msg.to_vec());
+        // Rewritten again (a flag change), still one lead line.
+        let again = rewrite_meta(&stored, &meta);
+        assert_eq!(strip_hidden(&again), msg.to_vec());
+    }
+
+    #[test]
+    fn only_real_envelope_lines_separate_and_are_quoted() {
+        let body =
+            b"S: 1\n\nFrom here on, it is body.\n\nFrom a@b Fri Mar  1 09:00:00 2024\n>From here\n";
+        let mut file = Vec::new();
+        write_message(&mut file, &from(0), body, Flavor::Mboxrd).unwrap();
+        // Only the envelope-like line gets a `>`.
+        assert!(file.windows(9).any(|w| w == b"\n>From a@"));
+        assert!(file.windows(11).any(|w| w == b"\nFrom here "));
+        assert!(file.windows(12).any(|w| w == b"\n>From here\n"));
+        let got = read_all(&file, Flavor::Auto);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].body, body.to_vec());
+        // Unquoted, an envelope-like body line after an empty line does separate.
+        let raw = b"From a Fri Mar  1 09:00:00 2024\n\nx\n\nFrom b Fri Mar  1 09:00:00 2024\ny\n\n";
+        assert_eq!(read_all(raw, Flavor::Auto).len(), 2);
+        let raw = b"From a Fri Mar  1 09:00:00 2024\n\nx\n\nFrom here on\ny\n\n";
+        assert_eq!(read_all(raw, Flavor::Auto).len(), 1);
+    }
+
+    #[test]
+    fn x_imapbase_holds_the_last_uid_given() {
+        let meta = parse_meta(b"X-IMAPbase: 1795343507 0000000002 $Label1\n\n");
+        let base = meta.imapbase.unwrap();
+        assert_eq!((base.uidvalidity, base.uidnext), (1795343507, 3));
+        let written = rewrite_meta(
+            b"S: x\n\n",
+            &MboxMeta {
+                imapbase: Some(ImapBase {
+                    uidvalidity: 7,
+                    uidnext: 5,
+                    keywords: vec![],
+                }),
+                ..MboxMeta::default()
+            },
+        );
+        assert!(written.starts_with(b"S: x\nX-IMAPbase: 7 0000000004\n"));
+    }
+
+    #[test]
+    fn from_lines_are_in_local_time() {
+        // 2024-03-01 09:30:00 UTC; whatever TZ the test runs in, the line reads back the same.
+        let t = 1_709_285_400;
+        let line = from_line("a@b", t);
+        assert_eq!(parse_from_line(line.as_bytes()).unwrap().1, t);
+        let shown = t + local_offset(t);
+        let hh = shown.rem_euclid(86_400) / 3600;
+        assert!(line.contains(&format!(" {hh:02}:30:00 ")), "{line}");
+    }
+
+    #[test]
     fn hidden_headers_are_stripped_and_nothing_else() {
         let msg = b"From: a\nX-UID: 4\nStatus: RO\nX-Keywords: x\n y\nSubject: s\nX-UIDL: abc\n\nX-UID: body\n";
         assert_eq!(
@@ -950,7 +1077,7 @@ mod tests {
 
     #[test]
     fn a_length_past_the_end_does_not_swallow_what_follows() {
-        let file = b"From a x\nContent-Length: 9999\n\none\n\nFrom b y\nS: 2\n\ntwo\n\nFrom c z\n\nthree\n\n";
+        let file = b"From a x\nContent-Length: 9999\n\none\n\nFrom b Fri Mar  1 09:00:01 2024\nS: 2\n\ntwo\n\nFrom c Fri Mar  1 09:00:02 2024\n\nthree\n\n";
         for flavor in [Flavor::Mboxcl2, Flavor::Auto] {
             let got = read_all(file, flavor);
             let bodies: Vec<&[u8]> = got.iter().map(|m| m.body.as_slice()).collect();
@@ -962,8 +1089,7 @@ mod tests {
                     b"\nthree\n"
                 ]
             );
-            assert_eq!(got[1].offset, 36);
-            assert_eq!(&file[36..42], b"From b");
+            assert_eq!(&file[got[1].offset as usize..][..6], b"From b");
             assert_eq!(&file[got[2].offset as usize..][..6], b"From c");
             assert!(got.iter().all(|m| !m.truncated && !m.exact_length));
         }
@@ -972,7 +1098,7 @@ mod tests {
     #[test]
     fn auto_takes_an_exact_length_as_it_stands_and_unquotes_the_rest() {
         // Dovecot's way: exact Content-Length, no quoting; then a message written by mboxrd.
-        let file = b"From a x\nContent-Length: 23\n\nline\nFrom here\n>From q\n\nFrom b y\n\n>From here\n\n";
+        let file = b"From a x\nContent-Length: 23\n\nline\nFrom here\n>From q\n\nFrom b Fri Mar  1 09:00:01 2024\n\n>From here\n\n";
         let got = read_all(file, Flavor::Auto);
         assert_eq!(got.len(), 2);
         assert!(got[0].exact_length);
@@ -981,7 +1107,8 @@ mod tests {
             b"Content-Length: 23\n\nline\nFrom here\n>From q\n"
         );
         assert!(!got[1].exact_length);
-        assert_eq!(got[1].body, b"\nFrom here\n");
+        // `>From here` is no envelope line: never quoted, so never unquoted.
+        assert_eq!(got[1].body, b"\n>From here\n");
     }
 
     #[test]
@@ -1032,7 +1159,8 @@ mod tests {
             meta.imapbase,
             Some(ImapBase {
                 uidvalidity: 1_700_000_000,
-                uidnext: 42,
+                // The file holds the last UID given.
+                uidnext: 43,
                 keywords: vec!["$Junk".into(), "Work".into()],
             })
         );

@@ -196,7 +196,10 @@ pub(crate) fn scan_file(file: &std::fs::File, path: &Path) -> Result<FileScan> {
     Ok(out)
 }
 
-/// The message at `offset` as a reader sees it, checked to be the one with `uid`.
+/// The message at `offset` as a reader sees it, checked to be the one with `uid`. When the
+/// file was rewritten since the offset was taken (this sync changed the folder before the
+/// other side asked for the mail, or another program did), the message is looked for by its
+/// UID through the whole file.
 pub(crate) fn read_message_at(
     path: &Path,
     offset: u64,
@@ -204,23 +207,56 @@ pub(crate) fn read_message_at(
 ) -> std::io::Result<Vec<u8>> {
     let mut f = std::fs::File::open(path)?;
     f.seek(std::io::SeekFrom::Start(offset))?;
-    let mut reader = MboxReader::new(BufReader::new(f), Flavor::Auto);
-    let m = reader.next_message()?.ok_or_else(|| {
-        std::io::Error::other(format!(
-            "{}: no message at byte {offset} (the file changed during the sync)",
-            path.display()
-        ))
-    })?;
-    if let Some(uid) = uid
-        && format::parse_meta(&m.body).uid != Some(uid)
-    {
+    let mut reader = MboxReader::new(BufReader::new(&f), Flavor::Auto);
+    let at_offset = match reader.next_message() {
+        Ok(Some(m)) if uid.is_none() || format::parse_meta(&m.body).uid == uid => Some(m),
+        Ok(_) => None,
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => None,
+        Err(e) => return Err(e),
+    };
+    if let Some(m) = at_offset {
+        return Ok(format::strip_hidden(&m.body));
+    }
+    let Some(uid) = uid else {
         return Err(std::io::Error::other(format!(
-            "{}: UID {uid} is no longer at byte {offset} (the file changed during the sync)",
+            "{}: no message at byte {offset}",
             path.display()
         )));
+    };
+    f.seek(std::io::SeekFrom::Start(0))?;
+    let reader = MboxReader::new(BufReader::with_capacity(256 << 10, &f), Flavor::Auto);
+    for m in reader {
+        let m = m?;
+        if format::parse_meta(&m.body).uid == Some(uid) {
+            return Ok(format::strip_hidden(&m.body));
+        }
     }
-    Ok(format::strip_hidden(&m.body))
+    // Gone or renumbered meanwhile: a later sync finds it where it is now.
+    Err(std::io::Error::new(
+        std::io::ErrorKind::NotFound,
+        format!(
+            "{}: UID {uid} is no longer in the file (it changed during the sync)",
+            path.display()
+        ),
+    ))
 }
+
+/// (size, mtime in ns, inode): what tells that a file is unchanged.
+fn file_signature(path: &Path) -> Option<(String, i128)> {
+    let m = std::fs::metadata(path).ok()?;
+    let mtime = i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec());
+    Some((format!("mbox {} {} {}", m.len(), mtime, m.ino()), mtime))
+}
+
+fn now_ns() -> i128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128)
+}
+
+/// How much older than the scan a file's last change must be before its signature is
+/// trusted to mean "unchanged" (mtimes are stamped with a coarse clock).
+const SIGNATURE_MARGIN_NS: i128 = 2_000_000_000;
 
 /// Whether an error says that a file or its directory cannot be written (permissions, a
 /// read-only file system), as opposed to a failure worth stopping for.
@@ -305,23 +341,6 @@ fn left_by_a_dead_boxsync(file_name: &str) -> bool {
         p > 0 && p as u32 != std::process::id() && crate::maildir::format::process_is_gone(p)
     })
 }
-
-/// (size, mtime in ns, inode): what tells that a file is unchanged.
-fn file_signature(path: &Path) -> Option<(String, i128)> {
-    let m = std::fs::metadata(path).ok()?;
-    let mtime = i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec());
-    Some((format!("mbox {} {} {}", m.len(), mtime, m.ino()), mtime))
-}
-
-fn now_ns() -> i128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i128)
-}
-
-/// How much older than the scan a file's last change must be before its signature is
-/// trusted to mean "unchanged" (mtimes are stamped with a coarse clock).
-const SIGNATURE_MARGIN_NS: i128 = 2_000_000_000;
 
 /// An mbox store opened for a sync.
 pub struct MboxStore {

@@ -274,7 +274,8 @@ fn take_over_spool(
     use std::os::unix::fs::FileExt;
     let keywords: std::collections::BTreeSet<&String> =
         plan.iter().flat_map(|o| o.keywords.iter()).collect();
-    let mut value = format!("{uidvalidity} {uidnext:010}");
+    // The second number is the last UID given, as in every X-IMAPbase.
+    let mut value = format!("{uidvalidity} {:010}", uidnext.saturating_sub(1));
     for k in keywords {
         value.push(' ');
         value.push_str(k);

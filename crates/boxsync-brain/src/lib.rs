@@ -643,7 +643,11 @@ fn apply_tree(
         }
     }
     let have: Vec<_> = store.mailboxes();
-    for b in &plan.boxes {
+    // Parents before their children: a store where a folder cannot both hold mail and have
+    // sub-folders (mbox) then refuses the child, whatever the GUIDs' order.
+    let mut by_name: Vec<_> = plan.boxes.iter().collect();
+    by_name.sort_by(|a, b| a.name.parts().cmp(b.name.parts()));
+    for b in by_name {
         if plan.dest_skip.contains(&b.guid) {
             continue;
         }

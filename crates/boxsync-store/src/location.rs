@@ -34,7 +34,8 @@ pub(crate) fn expand_home(p: &str) -> PathBuf {
 }
 
 impl Location {
-    /// Parses a mail location. Only `maildir:` exists so far; other formats are named in the error.
+    /// Parses a `maildir:` location; any other format is named in the error (the other stores
+    /// parse their own).
     pub fn parse(text: &str) -> Result<Location> {
         let (kind, rest) = text.split_once(':').ok_or_else(|| {
             Error::Usage(format!(
@@ -43,7 +44,8 @@ impl Location {
         })?;
         if kind != "maildir" {
             return Err(Error::Usage(format!(
-                "mail location {text:?}: format {kind:?} is not supported yet (supported: maildir)"
+                "mail location {text:?}: format {kind:?} is not supported (supported: maildir, mbox, \
+                 sdbox and mdbox to read, imapc)"
             )));
         }
         let mut parts = rest.split(':');
@@ -102,10 +104,10 @@ mod tests {
         );
         assert!(Location::parse("/just/a/path").is_err());
         assert!(
-            Location::parse("mbox:/x")
+            Location::parse("pop3c:/x")
                 .unwrap_err()
                 .to_string()
-                .contains("not supported yet")
+                .contains("not supported")
         );
         assert!(Location::parse("maildir:/m:BOGUS=1").is_err());
     }

@@ -89,6 +89,8 @@ pub struct MboxReader<R> {
     /// Bytes read ahead and given back (a `Content-Length:` that ran past the end of the
     /// file), read again before `inner`.
     pushback: std::collections::VecDeque<u8>,
+    /// Leave bodies as they are in the file (see [`MboxReader::headers_only`]).
+    raw: bool,
 }
 
 fn is_blank(line: &[u8]) -> bool {
@@ -105,7 +107,17 @@ impl<R: BufRead> MboxReader<R> {
             done: false,
             pending: None,
             pushback: std::collections::VecDeque::new(),
+            raw: false,
         }
+    }
+
+    /// For a reader that wants only the header fields of each message: bodies are returned
+    /// as they are in the file, without undoing the quoting of envelope lines or the
+    /// no-final-newline marker (neither touches a header field that parse_meta or a header
+    /// hash reads), which saves a pass over every byte.
+    pub fn headers_only(mut self) -> Self {
+        self.raw = true;
+        self
     }
 
     /// Bytes consumed so far.
@@ -166,6 +178,7 @@ impl<R: BufRead> MboxReader<R> {
         let body = match self.flavor {
             Flavor::Mboxcl2 => body,
             Flavor::Auto if exact_length => body,
+            _ if self.raw => body,
             Flavor::Auto => strip_marker(unquote(body, Flavor::Mboxrd)),
             f => strip_marker(unquote(body, f)),
         };

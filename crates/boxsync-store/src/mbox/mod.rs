@@ -155,7 +155,8 @@ pub(crate) fn message_hash(visible: &[u8]) -> String {
 
 /// Reads every message's metadata from an open mbox file, one message in memory at a time.
 pub(crate) fn scan_file(file: &std::fs::File, path: &Path) -> Result<FileScan> {
-    let mut reader = MboxReader::new(BufReader::with_capacity(256 << 10, file), Flavor::Auto);
+    let mut reader =
+        MboxReader::new(BufReader::with_capacity(256 << 10, file), Flavor::Auto).headers_only();
     let mut out = FileScan {
         imapbase: None,
         messages: Vec::new(),

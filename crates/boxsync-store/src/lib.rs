@@ -111,6 +111,33 @@ pub fn agree_flags(
     rows
 }
 
+/// [`agree_flags`], and the rows it returns written to `index`: the whole of
+/// [`Store::record_agreed_flags`] for a store that keeps a boxsync index.
+pub(crate) fn record_agreed(
+    index: &mut boxsync_index::Index,
+    mailbox: Guid128,
+    messages: &mut [Message],
+    file_of: impl Fn(Uid) -> Option<String>,
+) -> Result<()> {
+    let rows = agree_flags(messages, file_of);
+    if !rows.is_empty() {
+        let tx = index.transaction()?;
+        for row in &rows {
+            tx.put_message(mailbox, row)?;
+        }
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+/// The names of the mailboxes a scan could not read, for [`Store::broken_mailboxes`].
+pub(crate) fn broken_names(errors: &[(String, boxsync_model::Error)]) -> Vec<MailboxName> {
+    errors
+        .iter()
+        .filter_map(|(name, _)| MailboxName::parse(name).ok())
+        .collect()
+}
+
 /// What a save needs besides the body.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SaveMeta {

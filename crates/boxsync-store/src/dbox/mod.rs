@@ -340,10 +340,7 @@ impl Store for DboxStore {
     }
 
     fn broken_mailboxes(&self) -> Vec<MailboxName> {
-        self.mailbox_errors
-            .iter()
-            .filter_map(|(name, _)| MailboxName::parse(name).ok())
-            .collect()
+        crate::broken_names(&self.mailbox_errors)
     }
 
     fn load(&mut self, mailbox: Guid128) -> Result<()> {
@@ -425,15 +422,9 @@ impl Store for DboxStore {
             .get_mut(&mailbox)
             .ok_or_else(|| Error::NotFound(format!("mailbox GUID {mailbox} not found")))?;
         let files = &folder.files;
-        let rows = crate::agree_flags(&mut folder.messages, |uid| files.get(&uid).cloned());
-        if !rows.is_empty() {
-            let tx = self.index.transaction()?;
-            for row in &rows {
-                tx.put_message(mailbox, row)?;
-            }
-            tx.commit()?;
-        }
-        Ok(())
+        crate::record_agreed(&mut self.index, mailbox, &mut folder.messages, |uid| {
+            files.get(&uid).cloned()
+        })
     }
 
     fn writer(&mut self, _: Guid128, _: HeaderUpdate) -> Result<Box<dyn MailboxWriter + '_>> {

@@ -818,10 +818,7 @@ impl Store for ImapcStore {
     }
 
     fn broken_mailboxes(&self) -> Vec<MailboxName> {
-        self.mailbox_errors
-            .iter()
-            .filter_map(|(name, _)| MailboxName::parse(name).ok())
-            .collect()
+        crate::broken_names(&self.mailbox_errors)
     }
 
     fn load(&mut self, mailbox: Guid128) -> Result<()> {
@@ -1014,15 +1011,9 @@ impl Store for ImapcStore {
             return Ok(());
         }
         let refs = &b.refs;
-        let rows = crate::agree_flags(&mut b.messages, |uid| refs.get(&uid).map(ServerRef::encode));
-        if !rows.is_empty() {
-            let tx = self.index.transaction()?;
-            for row in &rows {
-                tx.put_message(mailbox, row)?;
-            }
-            tx.commit()?;
-        }
-        Ok(())
+        crate::record_agreed(&mut self.index, mailbox, &mut b.messages, |uid| {
+            refs.get(&uid).map(ServerRef::encode)
+        })
     }
 
     fn writer(

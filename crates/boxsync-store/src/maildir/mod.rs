@@ -265,10 +265,7 @@ impl Store for MaildirStore {
     }
 
     fn broken_mailboxes(&self) -> Vec<MailboxName> {
-        self.mailbox_errors
-            .iter()
-            .filter_map(|(name, _)| MailboxName::parse(name).ok())
-            .collect()
+        crate::broken_names(&self.mailbox_errors)
     }
 
     fn tombstones(&self) -> Tombstones {
@@ -403,15 +400,9 @@ impl Store for MaildirStore {
             return Ok(());
         }
         let files = &folder.files;
-        let rows = crate::agree_flags(&mut folder.messages, |uid| files.get(&uid).cloned());
-        if !rows.is_empty() {
-            let tx = self.index.transaction()?;
-            for row in &rows {
-                tx.put_message(mailbox, row)?;
-            }
-            tx.commit()?;
-        }
-        Ok(())
+        crate::record_agreed(&mut self.index, mailbox, &mut folder.messages, |uid| {
+            files.get(&uid).cloned()
+        })
     }
 
     fn writer(

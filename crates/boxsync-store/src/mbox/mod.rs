@@ -767,10 +767,7 @@ impl Store for MboxStore {
     }
 
     fn broken_mailboxes(&self) -> Vec<MailboxName> {
-        self.mailbox_errors
-            .iter()
-            .filter_map(|(name, _)| MailboxName::parse(name).ok())
-            .collect()
+        crate::broken_names(&self.mailbox_errors)
     }
 
     fn load(&mut self, mailbox: Guid128) -> Result<()> {
@@ -999,15 +996,9 @@ impl Store for MboxStore {
             return Ok(());
         }
         let files = &folder.files;
-        let rows = crate::agree_flags(&mut folder.messages, |uid| files.get(&uid).cloned());
-        if !rows.is_empty() {
-            let tx = self.index.transaction()?;
-            for row in &rows {
-                tx.put_message(mailbox, row)?;
-            }
-            tx.commit()?;
-        }
-        Ok(())
+        crate::record_agreed(&mut self.index, mailbox, &mut folder.messages, |uid| {
+            files.get(&uid).cloned()
+        })
     }
 
     fn writer(

@@ -1,8 +1,8 @@
 //! The command line: doveadm's global options (`-o`, `-v`, `-D`) before the command, then
 //! `sync`/`backup` with dsync's flags, and the exit codes doveadm uses.
 
-use crate::remote;
 use crate::stores::{self, MailLocation, StoreSettings};
+use crate::{remote, users};
 use boxsync_brain::{Mode, Role, Settings};
 use boxsync_model::{Error, ExitCode, Result};
 use boxsync_proto::{SyncType, state};
@@ -30,6 +30,11 @@ struct Cli {
     /// imapc_max_bytes_per_second=SIZE, imapc_cmd_timeout=SECS, dsync_hashed_headers=NAMES.
     #[arg(short = 'o', value_name = "SETTING=VALUE", global = true)]
     options: Vec<String>,
+    /// Read settings from FILE, in dovecot.conf syntax (`key = value`, `!include`, `<file`
+    /// values, `userdb { }` sections); default /etc/boxsync/boxsync.conf when it exists. -o
+    /// overrides it. `boxsync help settings` lists every setting.
+    #[arg(short = 'c', value_name = "FILE", global = true)]
+    config: Option<std::path::PathBuf>,
     /// Verbose: log what is done per mailbox.
     #[arg(short = 'v', global = true)]
     verbose: bool,
@@ -53,10 +58,16 @@ enum Command {
     /// of mail_location; with --listen, a tcp server for `tcp:`/`tcps:` clients.
     #[command(name = "dsync-server", visible_alias = "server")]
     DsyncServer(ServerArgs),
+    /// `help settings`: every setting boxsync knows, with its default.
+    Help {
+        /// What to explain: settings.
+        #[arg(value_name = "TOPIC")]
+        topic: Option<String>,
+    },
 }
 
 /// How a conversation with another process goes: shared by both ends.
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 struct WireArgs {
     /// I/O timeout in seconds: a silent other side ends the sync with exit 75.
     #[arg(short = 'T', value_name = "SECS", default_value_t = 600)]
@@ -85,7 +96,7 @@ struct ServerArgs {
     listen: Option<String>,
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 struct Common {
     /// Full sync: compare every message of every mailbox, even where counters agree.
     #[arg(short = 'f')]
@@ -103,9 +114,26 @@ struct Common {
     /// Leave mailboxes matching MASK alone (repeatable; `*` and `?` wildcards).
     #[arg(short = 'x', value_name = "MASK")]
     exclude: Vec<String>,
-    /// The user (`%u` in mail_location and dsync_remote_cmd); default $USER.
-    #[arg(short = 'u', value_name = "USER")]
+    /// The user (`%u` in mail_location and dsync_remote_cmd); default $USER. With `*` or `?`,
+    /// every user of the userdbs the mask matches.
+    #[arg(short = 'u', value_name = "USER|MASK")]
     user: Option<String>,
+    /// Every user of the userdbs (`userdb { }` in the config file).
+    #[arg(short = 'A')]
+    all_users: bool,
+    /// Every user named in FILE, one per line.
+    #[arg(short = 'F', value_name = "FILE")]
+    user_file: Option<std::path::PathBuf>,
+    /// The destination is the user's mail_replica (a userdb field).
+    #[arg(short = 'd')]
+    replica: bool,
+    /// Purge the destination after the sync (doveadm's -P): no store of boxsync needs one,
+    /// so nothing is done.
+    #[arg(short = 'P')]
+    purge: bool,
+    /// Notify a replicator (doveadm's -U): accepted; boxsync's replicator comes later.
+    #[arg(short = 'U')]
+    notify: bool,
     #[command(flatten)]
     wire: WireArgs,
     /// Run the whole command on a boxsync listener (`server --listen`) at a UNIX socket PATH
@@ -120,7 +148,7 @@ struct Common {
     /// The other store: a mail location (maildir:/backup/Maildir), remote:[LOGIN@]HOST,
     /// remoteprefix:[LOGIN@]HOST, tcp:HOST[:PORT], tcps:HOST[:PORT], or a command (several
     /// arguments, or one with a space or '/') that runs `dsync-server` on the other store.
-    #[arg(value_name = "DESTINATION", required = true, num_args = 1.., trailing_var_arg = true)]
+    #[arg(value_name = "DESTINATION", num_args = 0.., trailing_var_arg = true)]
     destination: Vec<String>,
 }
 
@@ -190,6 +218,10 @@ struct GlobalSettings {
     max_sessions: usize,
     /// Settings for IMAP locations, kept as given.
     imapc: std::collections::BTreeMap<String, String>,
+    /// `userdb { }` sections, in order.
+    userdbs: Vec<crate::userdb::UserdbConfig>,
+    /// `sync_parallel_users`: how many users run at once.
+    parallel_users: usize,
 }
 
 impl GlobalSettings {
@@ -203,7 +235,7 @@ impl GlobalSettings {
     }
 }
 
-fn settings(options: &[String]) -> Result<GlobalSettings> {
+fn settings(options: &[String], config: Option<&crate::config::Config>) -> Result<GlobalSettings> {
     let mut g = GlobalSettings {
         mail_location: None,
         fsync: true,
@@ -215,11 +247,200 @@ fn settings(options: &[String]) -> Result<GlobalSettings> {
         ssl_key: None,
         max_sessions: 10,
         imapc: Default::default(),
+        userdbs: Vec::new(),
+        parallel_users: crate::users::default_parallel(),
     };
+    if let Some(config) = config {
+        for setting in &config.settings {
+            apply_setting(&mut g, &setting.key, &setting.value).map_err(|e| {
+                Error::Config(format!("{}:{}: {e}", setting.file.display(), setting.line))
+            })?;
+        }
+        for section in &config.sections {
+            let at = format!("{}:{}", section.file.display(), section.line);
+            match section.kind.as_str() {
+                "userdb" => {
+                    let get = |k: &str| {
+                        section
+                            .settings
+                            .iter()
+                            .rev()
+                            .find(|x| x.key == k)
+                            .map_or("", |x| x.value.as_str())
+                    };
+                    if let Some(x) = section.settings.iter().find(|x| {
+                        !["driver", "args", "default_fields", "override_fields"]
+                            .contains(&x.key.as_str())
+                    }) {
+                        return Err(Error::Config(format!(
+                            "{}:{}: unknown userdb setting {:?}",
+                            x.file.display(),
+                            x.line,
+                            x.key
+                        )));
+                    }
+                    let db = crate::userdb::UserdbConfig::from_settings(
+                        get("driver"),
+                        get("args"),
+                        get("default_fields"),
+                        get("override_fields"),
+                    )
+                    .map_err(|e| Error::Config(format!("{at}: {e}")))?;
+                    g.userdbs.push(db);
+                }
+                other => {
+                    return Err(Error::Config(format!(
+                        "{at}: section {other:?} is not supported (boxsync knows userdb {{ }})"
+                    )));
+                }
+            }
+        }
+    }
     for o in options {
         let (k, v) = o
             .split_once('=')
             .ok_or_else(|| Error::Usage(format!("-o {o}: expected SETTING=VALUE")))?;
+        apply_setting(&mut g, k, v)?;
+    }
+    Ok(g)
+}
+
+/// Every setting boxsync knows, with its default and what it does: `boxsync help settings`.
+const SETTINGS: &[(&str, &str, &str)] = &[
+    (
+        "mail_location",
+        "",
+        "the local store: maildir:PATH[:LAYOUT=fs][:INDEX=DIR], mbox:ROOT[:INBOX=PATH], sdbox:ROOT, mdbox:ROOT (read only), imapc:[INDEXDIR], imap[s]://USER@HOST[:PORT]/; %u %n %d %h ~ expand per user",
+    ),
+    (
+        "mail_fsync",
+        "optimized",
+        "optimized or always: saves are flushed in batches before they are recorded; never: no flushing",
+    ),
+    (
+        "dsync_remote_cmd",
+        dest::DEFAULT_REMOTE_CMD,
+        "the command that runs the far end for remote: destinations",
+    ),
+    (
+        "doveadm_password",
+        "",
+        "the shared secret of tcp:/tcps: connections and of the listener",
+    ),
+    (
+        "doveadm_port",
+        "",
+        "the port of tcp:/tcps: destinations without one",
+    ),
+    (
+        "ssl_client_ca_file",
+        "",
+        "CA certificates trusted for tcps: and imaps",
+    ),
+    ("ssl_cert", "", "<PEM: the listener's certificate (tcps:)"),
+    ("ssl_key", "", "<PEM: the listener's key (tcps:)"),
+    (
+        "server_max_sessions",
+        "10",
+        "how many clients the listener serves at once",
+    ),
+    (
+        "sync_parallel_users",
+        "the number of CPUs",
+        "how many users -A, -F and -u MASK sync at once",
+    ),
+    ("imapc_host", "", "IMAP server of imapc: locations"),
+    ("imapc_port", "143 or 993", "its port"),
+    ("imapc_user", "", "the login (default the user)"),
+    (
+        "imapc_master_user",
+        "",
+        "a master user to log in as the user",
+    ),
+    ("imapc_password", "", "the password"),
+    (
+        "imapc_password_file",
+        "",
+        "a file holding the password (read at every login)",
+    ),
+    (
+        "imapc_password_command",
+        "",
+        "a command printing the password or token (run at every login)",
+    ),
+    ("imapc_ssl", "no", "no, imaps or starttls"),
+    ("imapc_ssl_verify", "yes", "verify the server's certificate"),
+    (
+        "imapc_sasl_mechanisms",
+        "",
+        "PLAIN, LOGIN, XOAUTH2 or OAUTHBEARER (default LOGIN)",
+    ),
+    (
+        "imapc_max_connections",
+        "2",
+        "connections reading changed mailboxes at once",
+    ),
+    (
+        "imapc_max_bytes_per_second",
+        "",
+        "a bandwidth limit (SIZE: 100k, 10M)",
+    ),
+    (
+        "imapc_cmd_timeout",
+        "120",
+        "seconds before a silent server fails the sync (exit 75)",
+    ),
+    (
+        "dsync_hashed_headers",
+        "Date Message-ID",
+        "headers whose hash names a message without a GUID",
+    ),
+];
+
+/// `userdb { }` settings, for `boxsync help settings`.
+const USERDB_SETTINGS: &[(&str, &str)] = &[
+    (
+        "driver",
+        "passwd-file (Dovecot's user:password:uid:gid:gecos:home:shell:extra format) or passwd (system users)",
+    ),
+    (
+        "args",
+        "passwd-file: [username_format=%u] PATH (PATH may hold %d, %n, %u)",
+    ),
+    (
+        "default_fields",
+        "fields every user gets unless it has its own: mail=maildir:%h/Maildir",
+    ),
+    ("override_fields", "fields every user gets, over its own"),
+];
+
+fn help_settings(out: &mut dyn Write) {
+    let _ = writeln!(
+        out,
+        "Settings, in the config file (-c FILE, default /etc/boxsync/boxsync.conf) or -o KEY=VALUE:\n"
+    );
+    for (k, default, what) in SETTINGS {
+        let _ = writeln!(out, "  {k}");
+        let _ = writeln!(out, "      {what}");
+        if !default.is_empty() {
+            let _ = writeln!(out, "      default: {default}");
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\nIn userdb {{ }} sections (several: tried in order):\n"
+    );
+    for (k, what) in USERDB_SETTINGS {
+        let _ = writeln!(out, "  {k}\n      {what}");
+    }
+    let _ = writeln!(
+        out,
+        "\nUser fields boxsync reads: home, mail (the user's mail_location), mail_replica (-d)."
+    );
+}
+
+fn apply_setting(g: &mut GlobalSettings, k: &str, v: &str) -> Result<()> {
+    {
         let number = |what: &str| {
             v.parse::<u64>()
                 .map_err(|_| Error::Config(format!("{what}: {v:?} is not a number")))
@@ -249,18 +470,47 @@ fn settings(options: &[String]) -> Result<GlobalSettings> {
             "ssl_cert" => g.ssl_cert = Some(v.to_owned()),
             "ssl_key" => g.ssl_key = Some(v.to_owned()),
             "server_max_sessions" => g.max_sessions = number(k)?.max(1) as usize,
+            "sync_parallel_users" => g.parallel_users = number(k)?.max(1) as usize,
             k if stores::is_imapc_setting(k) => {
                 g.imapc.insert(k.to_owned(), v.to_owned());
             }
-            _ => return Err(Error::Config(format!("unknown setting {k:?}"))),
+            _ => {
+                return Err(Error::Config(format!(
+                    "unknown setting {k:?} (boxsync help settings lists them)"
+                )));
+            }
         }
     }
-    Ok(g)
+    Ok(())
 }
 
+/// Where the config file is when -c does not say.
+const DEFAULT_CONFIG: &str = "/etc/boxsync/boxsync.conf";
+
 fn run(cli: Cli) -> Result<ExitCode> {
-    let global = settings(&cli.options)?;
+    if let Command::Help { topic } = &cli.command {
+        return match topic.as_deref() {
+            Some("settings") => {
+                help_settings(&mut std::io::stdout());
+                Ok(ExitCode::Ok)
+            }
+            other => Err(Error::Usage(format!(
+                "help {}: unknown topic (try: boxsync --help, boxsync help settings)",
+                other.unwrap_or("")
+            ))),
+        };
+    }
+    let config_path = cli.config.clone().or_else(|| {
+        let p = std::path::PathBuf::from(DEFAULT_CONFIG);
+        p.exists().then_some(p)
+    });
+    let config = match &config_path {
+        Some(p) => Some(crate::config::parse_file(p).map_err(|e| Error::Config(e.to_string()))?),
+        None => None,
+    };
+    let global = settings(&cli.options, config.as_ref())?;
     match cli.command {
+        Command::Help { .. } => unreachable!("answered above"),
         Command::Sync(a) => sync(
             global,
             a.common,
@@ -356,10 +606,61 @@ fn server(global: GlobalSettings, args: ServerArgs) -> Result<ExitCode> {
     }
 }
 
-/// Runs `sync`/`backup`; the state (with -s) goes to `out`, errors and warnings to `err`.
+/// Runs `sync`/`backup` for the users selected (`-u`, `-A`, `-F`); the state (with -s, one
+/// user only) goes to `out`, errors and warnings to `err`.
 fn sync(
     global: GlobalSettings,
     common: Common,
+    backup: bool,
+    one_way: bool,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<ExitCode> {
+    let selection = users::Selection::from_flags(
+        common.user.as_deref(),
+        common.all_users,
+        common.user_file.clone(),
+    )?;
+    if !selection.is_many() {
+        return sync_user(global, common, backup, one_way, out, err);
+    }
+    if common.state.is_some() || common.server.is_some() {
+        return Err(Error::Usage(
+            "-s and -S take one user, not -A, -F or -u MASK".into(),
+        ));
+    }
+    let names = users::names(&selection, &global.userdbs)?;
+    if names.is_empty() {
+        let _ = writeln!(err, "boxsync: Warning: no user selected");
+        return Ok(ExitCode::Ok);
+    }
+    let global = &global;
+    let common = &common;
+    Ok(users::run_all(
+        &names,
+        global.parallel_users,
+        |name, buf| {
+            let mut one = common.clone();
+            one.user = Some(name.to_owned());
+            one.all_users = false;
+            one.user_file = None;
+            sync_user(
+                global.clone(),
+                one,
+                backup,
+                one_way,
+                &mut std::io::sink(),
+                buf,
+            )
+        },
+        err,
+    ))
+}
+
+/// `sync`/`backup` for one user.
+fn sync_user(
+    global: GlobalSettings,
+    mut common: Common,
     backup: bool,
     one_way: bool,
     out: &mut dyn Write,
@@ -369,10 +670,25 @@ fn sync(
         return run_on_server(&global, &common, target, backup, one_way, out);
     }
     let user = user_of(common.user.clone());
-    let local_text = global.mail_location.clone().ok_or_else(|| {
-        Error::Config("mail_location is not set (use -o mail_location=maildir:PATH)".into())
-    })?;
-    let local_text = remote::expand_location(&local_text, &user)?;
+    let account = users::resolve(&user, &global.userdbs)?;
+    if common.replica {
+        let replica = account.mail_replica.clone().ok_or_else(|| {
+            Error::Config(format!("-d: user {user} has no mail_replica in the userdb"))
+        })?;
+        common.destination = vec![replica];
+    } else if common.destination.is_empty() {
+        return Err(Error::Usage(
+            "a DESTINATION is required (or -d for the user's mail_replica)".into(),
+        ));
+    }
+    let local_text = account
+        .mail
+        .clone()
+        .or_else(|| global.mail_location.clone())
+        .ok_or_else(|| {
+            Error::Config("mail_location is not set (use -o mail_location=maildir:PATH)".into())
+        })?;
+    let local_text = users::expand_location(&local_text, &account)?;
     let store_settings = global.store_settings();
     // Parsed before anything is opened, so that a bad location never creates the other store.
     let local_loc = MailLocation::parse(&local_text, &store_settings)?;
@@ -448,7 +764,7 @@ fn sync(
     }
     let outcome = match destination {
         dest::Destination::Local(text) => {
-            let dest_text = remote::expand_location(&text, &user)?;
+            let dest_text = users::expand_location(&text, &account)?;
             let dest_loc = MailLocation::parse(&dest_text, &store_settings)?;
             if local_loc.identity() == dest_loc.identity() {
                 return Err(Error::Usage(
@@ -672,10 +988,16 @@ fn serve_command(
         let (common, backup, one_way) = match cli.command {
             Command::Sync(a) => (a.common, false, a.one_way),
             Command::Backup(a) => (a.common, true, false),
-            Command::DsyncServer(_) => {
-                return Err(Error::Usage("dsync-server cannot be run with -S".into()));
+            Command::DsyncServer(_) | Command::Help { .. } => {
+                return Err(Error::Usage(format!("{command} cannot be run with -S")));
             }
         };
+        // The listener serves the user that authenticated, never a selection of others.
+        if common.all_users || common.user_file.is_some() || common.user.is_some() {
+            return Err(Error::Usage(
+                "-u, -A and -F cannot be passed on to the listener".into(),
+            ));
+        }
         if common.server.is_some() || common.wire.rawlog.is_some() {
             return Err(Error::Usage(
                 "-S and -r cannot be passed on to the listener".into(),
@@ -809,13 +1131,13 @@ mod tests {
 
     #[test]
     fn settings_are_checked() {
-        assert!(settings(&["mail_fsync=never".into()]).is_ok_and(|g| !g.fsync));
+        assert!(settings(&["mail_fsync=never".into()], None).is_ok_and(|g| !g.fsync));
         assert!(matches!(
-            settings(&["bogus=1".into()]),
+            settings(&["bogus=1".into()], None),
             Err(Error::Config(_))
         ));
         assert!(matches!(
-            settings(&["noequals".into()]),
+            settings(&["noequals".into()], None),
             Err(Error::Usage(_))
         ));
     }

@@ -2,8 +2,11 @@
 //! `doveadm sync` / `doveadm backup`.
 
 mod cli;
+mod config;
 mod remote;
 mod stores;
+mod users;
+mod userdb;
 
 fn main() {
     let code = cli::main();

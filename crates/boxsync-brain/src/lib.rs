@@ -69,6 +69,9 @@ pub struct Outcome {
     pub expunged: u64,
     pub flag_changes: u64,
     pub bytes: u64,
+    /// Mail this side sent for the other to save: what the other side saved, when its own
+    /// counts do not reach this outcome (a remote sync).
+    pub sent: u64,
     pub changed_during_sync: bool,
     /// The failure the other side reported in its finish record.
     pub remote_error: Option<String>,
@@ -136,6 +139,8 @@ pub fn sync_local(
         outcome.expunged += slave_outcome.expunged;
         outcome.flag_changes += slave_outcome.flag_changes;
         outcome.bytes += slave_outcome.bytes;
+        // The slave's saves are counted above: what the master sent is the same mail.
+        outcome.sent = 0;
         Ok(outcome)
     })
 }
@@ -1014,6 +1019,9 @@ fn sync_mailbox(
     }
     drop(my_messages);
     for a in answers {
+        if a.body.is_some() {
+            outcome.sent += 1;
+        }
         link.send(Record::Mail(a))?;
     }
     link.send(Record::End)?;

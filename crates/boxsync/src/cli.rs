@@ -222,6 +222,8 @@ struct GlobalSettings {
     userdbs: Vec<crate::userdb::UserdbConfig>,
     /// `sync_parallel_users`: how many users run at once.
     parallel_users: usize,
+    /// `-v`: a summary line per user.
+    verbose: bool,
 }
 
 impl GlobalSettings {
@@ -249,6 +251,7 @@ fn settings(options: &[String], config: Option<&crate::config::Config>) -> Resul
         imapc: Default::default(),
         userdbs: Vec::new(),
         parallel_users: crate::users::default_parallel(),
+        verbose: false,
     };
     if let Some(config) = config {
         for setting in &config.settings {
@@ -508,7 +511,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Some(p) => Some(crate::config::parse_file(p).map_err(|e| Error::Config(e.to_string()))?),
         None => None,
     };
-    let global = settings(&cli.options, config.as_ref())?;
+    let mut global = settings(&cli.options, config.as_ref())?;
+    global.verbose = cli.verbose || cli.debug;
     match cli.command {
         Command::Help { .. } => unreachable!("answered above"),
         Command::Sync(a) => sync(
@@ -529,6 +533,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
         ),
         Command::DsyncServer(a) => server(global, a),
     }
+}
+
+/// A byte count as a person reads it: `812 B`, `12.3 KiB`, `1.0 GiB`.
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
 }
 
 /// `%u`: the -u user, else the login name, as doveadm takes it.
@@ -669,6 +688,7 @@ fn sync_user(
     if let Some(target) = &common.server {
         return run_on_server(&global, &common, target, backup, one_way, out);
     }
+    let started = std::time::Instant::now();
     let user = user_of(common.user.clone());
     let account = users::resolve(&user, &global.userdbs)?;
     if common.replica {
@@ -853,13 +873,18 @@ fn sync_user(
     {
         let _ = writeln!(err, "boxsync: Error: {e}");
     }
-    tracing::info!(
-        "saved {} messages ({} bytes), expunged {}, changed flags of {}",
-        outcome.saved,
-        outcome.bytes,
-        outcome.expunged,
-        outcome.flag_changes
-    );
+    if global.verbose {
+        let _ = writeln!(
+            err,
+            "boxsync: {user}: {} mailboxes, {} messages copied ({}), {} expunged, {} re-flagged, {:.1} s",
+            outcome.state.len(),
+            outcome.saved + outcome.sent,
+            human_bytes(outcome.bytes),
+            outcome.expunged,
+            outcome.flag_changes,
+            started.elapsed().as_secs_f64()
+        );
+    }
     code = code.worst(outcome.exit_code());
     if code == ExitCode::Changed {
         let _ = writeln!(
@@ -1042,6 +1067,15 @@ mod tests {
 
     fn parse(args: &[&str]) -> std::result::Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("boxsync").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn byte_counts_read_as_a_person_reads_them() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(1 << 30), "1.0 GiB");
+        assert_eq!(human_bytes(u64::MAX), "16777216.0 TiB");
     }
 
     #[test]

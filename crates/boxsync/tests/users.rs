@@ -152,6 +152,37 @@ fn a_mask_a_user_file_and_the_replica_select_users() {
 }
 
 #[test]
+fn verbose_prints_a_summary_line_per_user() {
+    let d = Dir::new();
+    let users = names(2);
+    let conf = server(d.path(), &users);
+    let dest = format!("maildir:{}/backup/%u", d.path().display());
+    let out = run(&conf, &["-v", "backup", "-A", &dest]);
+    ok(&out, "backup -A -v");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // user000: one message in INBOX, one in Archive; user001: two and one.
+    for (name, copied) in [(&users[0], 2), (&users[1], 3)] {
+        let line = stderr
+            .lines()
+            .find(|l| l.starts_with(&format!("boxsync: {name}: ")))
+            .unwrap_or_else(|| panic!("no summary for {name}: {stderr}"));
+        assert!(
+            line.contains(&format!("2 mailboxes, {copied} messages copied (")),
+            "{line}"
+        );
+        assert!(line.contains("0 expunged, 0 re-flagged"), "{line}");
+    }
+    // Run again: nothing to do, and it says so.
+    let out = run(&conf, &["-v", "backup", "-u", &users[0], &dest]);
+    ok(&out, "rerun");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("0 messages copied (0 B), 0 expunged"),
+        "{}",
+        describe(&out)
+    );
+}
+
+#[test]
 fn an_unknown_user_exits_67() {
     let d = Dir::new();
     let conf = server(d.path(), &names(2));

@@ -213,7 +213,7 @@ fn assert_nothing_left_to_do(local: &Path, args: &[&str], other: &Path) {
     let out = run_ok(local, &v, other);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("saved 0 messages (0 bytes), expunged 0, changed flags of 0"),
+        err.contains("0 messages copied (0 B), 0 expunged, 0 re-flagged"),
         "the further run did something: {}",
         describe(&out)
     );

@@ -197,3 +197,114 @@ pub fn expand_location(template: &str, user: &User) -> Result<String> {
 pub fn default_parallel() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(name: &str, home: Option<&str>) -> User {
+        User {
+            name: name.to_owned(),
+            uid: None,
+            gid: None,
+            home: home.map(str::to_owned),
+            mail: None,
+            mail_replica: None,
+            extra: Default::default(),
+        }
+    }
+
+    #[test]
+    fn flags_make_a_selection() {
+        assert_eq!(
+            Selection::from_flags(Some("alice"), false, None).unwrap(),
+            Selection::One("alice".into())
+        );
+        assert_eq!(
+            Selection::from_flags(Some("*@example.org"), false, None).unwrap(),
+            Selection::Mask("*@example.org".into())
+        );
+        assert_eq!(
+            Selection::from_flags(Some("a?ice"), false, None).unwrap(),
+            Selection::Mask("a?ice".into())
+        );
+        assert_eq!(
+            Selection::from_flags(None, true, None).unwrap(),
+            Selection::All
+        );
+        assert!(Selection::from_flags(Some("a"), true, None).is_err());
+        assert!(Selection::from_flags(None, true, Some("f".into())).is_err());
+        assert!(!Selection::One("a".into()).is_many());
+        assert!(Selection::All.is_many());
+    }
+
+    #[test]
+    fn all_users_without_a_userdb_is_a_config_error() {
+        let e = names(&Selection::All, &[]).unwrap_err();
+        assert_eq!(e.exit_code(), ExitCode::Config, "{e}");
+        assert_eq!(names(&Selection::One("bob".into()), &[]).unwrap(), ["bob"]);
+    }
+
+    #[test]
+    fn a_tilde_starting_a_path_is_the_users_home() {
+        let alice = user("alice@example.org", Some("/home/alice"));
+        assert_eq!(
+            expand_location("maildir:~/Maildir:INDEX=~/idx", &alice).unwrap(),
+            "maildir:/home/alice/Maildir:INDEX=/home/alice/idx"
+        );
+        assert_eq!(
+            expand_location("mbox:~/mail:INBOX=/var/mail/%n", &alice).unwrap(),
+            "mbox:/home/alice/mail:INBOX=/var/mail/alice"
+        );
+        // Not at the start of a path: left alone.
+        assert_eq!(
+            expand_location("maildir:/srv/~x/%d", &alice).unwrap(),
+            "maildir:/srv/~x/example.org"
+        );
+        // Without a home, `~` is left for the location's own parsing ($HOME).
+        let bob = user("bob", None);
+        assert_eq!(
+            expand_location("maildir:~/Maildir", &bob).unwrap(),
+            "maildir:~/Maildir"
+        );
+        assert!(expand_location("maildir:%h/Maildir", &bob).is_err());
+    }
+
+    #[test]
+    fn every_user_runs_once_and_the_worst_exit_code_wins() {
+        let names: Vec<String> = (0..20).map(|i| format!("u{i}")).collect();
+        let seen = Mutex::new(Vec::new());
+        let mut err = Vec::new();
+        let code = run_all(
+            &names,
+            4,
+            |name, buf| {
+                seen.lock().unwrap().push(name.to_owned());
+                writeln!(buf, "working on {name}").unwrap();
+                match name {
+                    "u7" => Err(Error::NotFound("u7's store is gone".into())),
+                    "u3" => Ok(ExitCode::Changed),
+                    _ => Ok(ExitCode::Ok),
+                }
+            },
+            &mut err,
+        );
+        assert_eq!(code, ExitCode::NotFound);
+        let mut seen = seen.into_inner().unwrap();
+        seen.sort();
+        let mut want = names.clone();
+        want.sort();
+        assert_eq!(seen, want);
+        let text = String::from_utf8(err).unwrap();
+        // Each user's lines together, followed by its result.
+        assert!(text.contains("working on u7\nboxsync: Error: u7's store is gone\nboxsync: user u7: FAILED (exit 68"), "{text}");
+        assert!(
+            text.contains("working on u0\nboxsync: user u0: done (exit 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("boxsync: user u3: done, but mail changed"),
+            "{text}"
+        );
+    }
+}

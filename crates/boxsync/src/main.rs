@@ -5,8 +5,8 @@ mod cli;
 mod config;
 mod remote;
 mod stores;
-mod users;
 mod userdb;
+mod users;
 
 fn main() {
     let code = cli::main();

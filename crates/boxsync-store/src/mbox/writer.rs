@@ -88,8 +88,13 @@ fn rewrite(
             .ctx(|| format!("flushing {}", tmp.display()))?;
     }
     drop(new);
-    std::fs::rename(&tmp, path)
-        .ctx(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    if let Err(e) = std::fs::rename(&tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::io(
+            format!("renaming {} to {}", tmp.display(), path.display()),
+            e,
+        ));
+    }
     if fsync && let Some(dir) = path.parent() {
         std::fs::File::open(dir)
             .and_then(|d| d.sync_all())

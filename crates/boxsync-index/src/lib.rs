@@ -110,6 +110,59 @@ fn sql_err(path: &str) -> impl Fn(rusqlite::Error) -> Error + '_ {
     }
 }
 
+/// Refuses an index a newer boxsync wrote.
+fn check_version(conn: &Connection, shown: &str, db: &str) -> Result<()> {
+    let version: i64 = conn
+        .query_row(&format!("PRAGMA {db}.user_version"), [], |r| r.get(0))
+        .map_err(sql_err(shown))?;
+    if version > SCHEMA_VERSION {
+        return Err(Error::Config(format!(
+            "index {shown} was written by a newer boxsync (schema {version}); delete it to rebuild it"
+        )));
+    }
+    Ok(())
+}
+
+/// A copy of an index file and its write-ahead log in a private temporary directory, removed
+/// when dropped.
+struct TempCopy {
+    dir: std::path::PathBuf,
+    db: std::path::PathBuf,
+}
+
+impl TempCopy {
+    fn of(path: &Path) -> Result<TempCopy> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "boxsync-dry-run-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let io = |what: String| move |e| Error::io(what, e);
+        std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
+        let copy = TempCopy {
+            db: dir.join("index.sqlite"),
+            dir,
+        };
+        std::fs::copy(path, &copy.db).map_err(io(format!("copying {}", path.display())))?;
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        let wal = std::path::PathBuf::from(wal);
+        if wal.exists() {
+            std::fs::copy(&wal, copy.dir.join("index.sqlite-wal"))
+                .map_err(io(format!("copying {}", wal.display())))?;
+        }
+        Ok(copy)
+    }
+}
+
+impl Drop for TempCopy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 fn join_keywords(k: &Keywords) -> String {
     k.iter().map(String::as_str).collect::<Vec<_>>().join(" ")
 }
@@ -134,17 +187,43 @@ impl Index {
             "PRAGMA busy_timeout = 30000; PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync};"
         ))
         .map_err(sql_err(&shown))?;
-        let version: i64 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(sql_err(&shown))?;
-        if version > SCHEMA_VERSION {
-            return Err(Error::Config(format!(
-                "index {shown} was written by a newer boxsync (schema {version}); delete it to rebuild it"
-            )));
-        }
+        check_version(&conn, &shown, "main")?;
         conn.execute_batch(SCHEMA).map_err(sql_err(&shown))?;
         conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
             .map_err(sql_err(&shown))?;
+        Ok(Index { conn })
+    }
+
+    /// An index in memory holding what the file at `path` holds, for a dry run: changes go to
+    /// memory only, and neither the file nor its directory is written (not even a `-shm`). A
+    /// missing file gives an empty index.
+    ///
+    /// The file and its write-ahead log are copied to a private temporary directory first and
+    /// read from there, so that commits still in the log are seen without SQLite touching the
+    /// original.
+    pub fn open_in_memory_copy(path: &Path) -> Result<Index> {
+        let shown = path.display().to_string();
+        let conn = Connection::open_in_memory().map_err(sql_err(&shown))?;
+        conn.execute_batch(SCHEMA).map_err(sql_err(&shown))?;
+        if !path.exists() {
+            return Ok(Index { conn });
+        }
+        let copy = TempCopy::of(path)?;
+        let copied = copy.db.display().to_string();
+        conn.execute("ATTACH DATABASE ?1 AS src", params![copied])
+            .map_err(sql_err(&shown))?;
+        check_version(&conn, &shown, "src")?;
+        // A file that never got its tables (an empty one) gets them in the copy.
+        conn.execute_batch(&SCHEMA.replace("EXISTS ", "EXISTS src."))
+            .map_err(sql_err(&shown))?;
+        conn.execute_batch(
+            "INSERT INTO main.mailbox SELECT * FROM src.mailbox;
+             INSERT INTO main.message SELECT * FROM src.message;
+             INSERT INTO main.expunged SELECT * FROM src.expunged;
+             DETACH DATABASE src;",
+        )
+        .map_err(sql_err(&shown))?;
+        drop(copy);
         Ok(Index { conn })
     }
 
@@ -464,5 +543,52 @@ mod tests {
         std::fs::write(&path, vec![b'x'; 4096]).unwrap();
         let err = Index::open(&path, false).err().unwrap();
         assert!(err.to_string().contains("corrupt"), "{err}");
+    }
+
+    #[test]
+    fn in_memory_copy_sees_the_file_and_never_writes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("i.sqlite");
+        let g = Guid128::generate();
+        let row = MailboxRow {
+            guid: g,
+            name: "INBOX".into(),
+            uidvalidity: 5,
+            uidnext: 4,
+            highest_modseq: 7,
+            scan_signature: String::new(),
+            messages: 1,
+            digest: 0,
+        };
+        // Kept open so that the commit stays in the write-ahead log.
+        let mut real = Index::open(&path, false).unwrap();
+        let tx = real.transaction().unwrap();
+        tx.put_mailbox(&row).unwrap();
+        tx.commit().unwrap();
+        let listing = |d: &Path| {
+            let mut v: Vec<_> = std::fs::read_dir(d)
+                .unwrap()
+                .map(|e| {
+                    let e = e.unwrap();
+                    (e.file_name(), std::fs::read(e.path()).unwrap())
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        let before = listing(dir.path());
+        let mut copy = Index::open_in_memory_copy(&path).unwrap();
+        assert_eq!(copy.mailbox(g).unwrap(), Some(row.clone()));
+        let tx = copy.transaction().unwrap();
+        tx.delete_mailbox(g).unwrap();
+        tx.commit().unwrap();
+        assert_eq!(copy.mailbox(g).unwrap(), None);
+        drop(copy);
+        assert_eq!(listing(dir.path()), before);
+        assert_eq!(real.mailbox(g).unwrap(), Some(row));
+
+        let empty = Index::open_in_memory_copy(&dir.path().join("missing.sqlite")).unwrap();
+        assert!(empty.all_mailboxes().unwrap().is_empty());
+        assert!(!dir.path().join("missing.sqlite").exists());
     }
 }

@@ -3,6 +3,7 @@
 //! journal, that it can change through a batched [`MailboxWriter`]. Backends: `maildir` and `imapc`.
 
 pub mod dbox;
+pub mod dry_run;
 pub mod hdr_hash;
 pub mod imapc;
 pub mod location;

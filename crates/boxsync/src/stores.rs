@@ -3,6 +3,7 @@
 
 use boxsync_model::{Error, ExitCode, Result};
 use boxsync_store::dbox::{DboxLocation, DboxStore};
+use boxsync_store::dry_run::{DryRun, DryRunLog};
 use boxsync_store::imapc::{ImapcLocation, ImapcStore};
 use boxsync_store::maildir::MaildirStore;
 use boxsync_store::mbox::{MboxLocation, MboxStore};
@@ -129,6 +130,41 @@ impl MailLocation {
             scan_errors,
             spool: self.spool(),
         })
+    }
+
+    /// Opens the store for `--dry-run`: nothing on disk changes, neither while opening (the
+    /// index is copied into memory, new mail gets UIDs in memory only, a missing root is an
+    /// empty store) nor during the sync (every write becomes a line in the returned log, which
+    /// the caller prints after the sync). Maildir and mbox only: an IMAP account or a dbox
+    /// keeps an index boxsync would have to write, so they are refused.
+    pub fn open_dry_run(&self) -> Result<(Opened, DryRunLog)> {
+        let log = DryRunLog::new();
+        let (store, scan_errors): (Box<dyn Store + Send>, _) = match self {
+            MailLocation::Maildir(l) => {
+                let store = MaildirStore::open_dry_run(l)?;
+                let errors = described(&store.mailbox_errors);
+                (Box::new(DryRun::new(store, log.clone())), errors)
+            }
+            MailLocation::Mbox(l) => {
+                let store = MboxStore::open_dry_run(l)?;
+                let errors = described(&store.mailbox_errors);
+                (Box::new(DryRun::new(store, log.clone())), errors)
+            }
+            MailLocation::Dbox(_) | MailLocation::Imapc(_) => {
+                return Err(Error::Usage(format!(
+                    "--dry-run supports Maildir and mbox locations only, not {}",
+                    self.identity()
+                )));
+            }
+        };
+        Ok((
+            Opened {
+                store,
+                scan_errors,
+                spool: self.spool(),
+            },
+            log,
+        ))
     }
 }
 

@@ -48,6 +48,8 @@ pub struct MaildirStore {
     folders: BTreeMap<Guid128, Folder>,
     subscriptions: Subscriptions,
     log: Vec<LogRecord>,
+    /// Opened by [`MaildirStore::open_dry_run`]: scans change nothing on disk.
+    dry_run: bool,
     /// Problems with single mailboxes found by the scan; the others still sync.
     pub mailbox_errors: Vec<(String, Error)>,
 }
@@ -79,9 +81,35 @@ impl MaildirStore {
                 names: Vec::new(),
             },
             log: Vec::new(),
+            dry_run: false,
             mailbox_errors: Vec::new(),
         };
         store.refresh()?;
+        Ok(store)
+    }
+
+    /// Opens the store for a dry run: the same view as [`MaildirStore::open`], but nothing on
+    /// disk changes. The index is a copy in memory, new files get their UIDs in memory only, and
+    /// a missing root is an empty store (a destination not created yet). Its write methods
+    /// must not be called: [`crate::dry_run::DryRun`] stands in for them.
+    pub fn open_dry_run(location: &Location) -> Result<MaildirStore> {
+        let index = Index::open_in_memory_copy(&location.index_path())?;
+        let mut store = MaildirStore {
+            location: location.clone(),
+            index,
+            fsync: false,
+            folders: BTreeMap::new(),
+            subscriptions: Subscriptions {
+                version: 2,
+                names: Vec::new(),
+            },
+            log: Vec::new(),
+            dry_run: true,
+            mailbox_errors: Vec::new(),
+        };
+        if location.root.is_dir() {
+            store.refresh()?;
+        }
         Ok(store)
     }
 
@@ -121,10 +149,16 @@ impl MaildirStore {
         let mut folders = BTreeMap::new();
         self.mailbox_errors.clear();
         for (name, dir) in dirs {
-            match scan::scan_folder(&mut self.index, &name, &dir) {
+            match scan::scan_folder(&mut self.index, &name, &dir, self.dry_run) {
                 Ok(mut folder) => {
                     let mut guid = folder.1;
-                    if folders.contains_key(&guid) {
+                    if folders.contains_key(&guid) && self.dry_run {
+                        let fresh = Guid128::generate();
+                        tracing::warn!(
+                            "duplicate mailbox GUID {guid} in {name}: a real run gives it a new GUID"
+                        );
+                        guid = fresh;
+                    } else if folders.contains_key(&guid) {
                         // A copied folder directory carries its original's GUID; the later one
                         // (by name) gets a fresh one, as Dovecot does.
                         let fresh = Guid128::generate();
@@ -136,7 +170,7 @@ impl MaildirStore {
                             "duplicate mailbox GUID {guid} in {name}: giving it a new GUID {fresh}"
                         );
                         guid = fresh;
-                        folder = scan::scan_folder(&mut self.index, &name, &dir)?;
+                        folder = scan::scan_folder(&mut self.index, &name, &dir, false)?;
                     }
                     folders.insert(guid, folder.0);
                 }

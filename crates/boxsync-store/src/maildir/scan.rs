@@ -184,12 +184,17 @@ fn ensure_subdirs(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Lists `cur/` and `new/`: base name → file relative to the folder.
+/// Lists `cur/` and `new/`: base name → file relative to the folder. A missing one is empty
+/// (only a dry run, which creates nothing, can meet one: a scan creates them first).
 fn list_files(dir: &Path) -> Result<HashMap<String, String>> {
     let mut files = HashMap::new();
     for sub in ["new", "cur"] {
         let d = dir.join(sub);
-        for entry in std::fs::read_dir(&d).ctx(|| format!("listing {}", d.display()))? {
+        let entries = match std::fs::read_dir(&d) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            r => r.ctx(|| format!("listing {}", d.display()))?,
+        };
+        for entry in entries {
             let entry = entry.ctx(|| format!("listing {}", d.display()))?;
             let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
                 tracing::warn!("ignoring {:?}: file name is not UTF-8", entry.path());
@@ -222,13 +227,18 @@ pub(crate) fn flags_of(file: &str, keywords: &KeywordsFile) -> (Flags, Keywords)
     }
 }
 
-/// Scans one folder and brings the index up to date. Returns the folder and its GUID.
+/// Scans one folder and brings the index up to date. Returns the folder and its GUID. With
+/// `dry_run`, nothing on disk changes: no sub-directory is created, and new files get UIDs in
+/// memory only.
 pub(crate) fn scan_folder(
     index: &mut Index,
     name: &MailboxName,
     dir: &Path,
+    dry_run: bool,
 ) -> Result<(Folder, Guid128)> {
-    ensure_subdirs(dir)?;
+    if !dry_run {
+        ensure_subdirs(dir)?;
+    }
     // Taken before anything is read: a change made while we read moves an mtime past it.
     let scan_time = now_ns();
     let (sig, newest) = signature(dir);
@@ -264,7 +274,7 @@ pub(crate) fn scan_folder(
         None => true,
     };
     if list.as_ref().is_none_or(|l| l.mailbox_guid.is_none()) || unknown_files {
-        let (assigned, listed) = assign_uids(dir, files, &sig)?;
+        let (assigned, listed) = assign_uids(dir, files, &sig, dry_run)?;
         list = Some(assigned);
         files = listed;
     }
@@ -333,13 +343,19 @@ pub(crate) fn scan_folder(
 /// that has none, under the uidlist lock, as Dovecot would on its next look.
 ///
 /// `listed` is the listing the caller took after `listed_sig`: still right, and not taken
-/// again, when `cur/` and `new/` did not change since.
+/// again, when `cur/` and `new/` did not change since. With `dry_run`, the UIDs are the ones
+/// a real run would give, but kept in memory: no lock is taken and nothing is written.
 fn assign_uids(
     dir: &Path,
     listed: HashMap<String, String>,
     listed_sig: &str,
+    dry_run: bool,
 ) -> Result<(Uidlist, HashMap<String, String>)> {
-    let _lock = UidlistLock::acquire(dir, LOCK_TIMEOUT)?;
+    let _lock = if dry_run {
+        None
+    } else {
+        Some(UidlistLock::acquire(dir, LOCK_TIMEOUT)?)
+    };
     let dirs_of = |sig: &str| {
         sig.split(',')
             .take(2)
@@ -376,9 +392,11 @@ fn assign_uids(
     if changed {
         // Drop entries whose files are gone while rewriting anyway, as Dovecot does lazily.
         list.records.retain(|r| files.contains_key(&r.base));
-        // Not flushed, as Dovecot does not: if a crash loses these UIDs, the files get new
-        // ones on the next scan, and the next sync renumbers; no mail is lost either way.
-        uidlist::write_atomic(dir, &list, false)?;
+        if !dry_run {
+            // Not flushed, as Dovecot does not: if a crash loses these UIDs, the files get new
+            // ones on the next scan, and the next sync renumbers; no mail is lost either way.
+            uidlist::write_atomic(dir, &list, false)?;
+        }
     }
     Ok((list, files))
 }

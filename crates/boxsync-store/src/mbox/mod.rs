@@ -102,6 +102,9 @@ pub(crate) struct Folder {
     pub messages: Vec<Message>,
     /// Each message's locator by UID: `OFFSET RECEIVED HASH` ([`Locator`]).
     pub files: BTreeMap<Uid, String>,
+    /// Some UIDs exist in boxsync's index only (the file could not be written, or a dry
+    /// run): a message is then checked by its header hash, not by its X-UID.
+    pub uids_in_memory: bool,
 }
 
 /// Where a message is in its file, with what identifies it there.
@@ -351,6 +354,8 @@ pub struct MboxStore {
     folders: BTreeMap<Guid128, Folder>,
     subscriptions: Subscriptions,
     log: Vec<LogRecord>,
+    /// Opened by [`MboxStore::open_dry_run`]: scans change nothing on disk.
+    dry_run: bool,
     /// Folders that could not be read; the others still sync.
     pub mailbox_errors: Vec<(String, Error)>,
 }
@@ -387,9 +392,40 @@ impl MboxStore {
             folders: BTreeMap::new(),
             subscriptions: Subscriptions::new(),
             log: Vec::new(),
+            dry_run: false,
             mailbox_errors: Vec::new(),
         };
         store.refresh()?;
+        Ok(store)
+    }
+
+    /// Opens the store for a dry run: the same view as [`MboxStore::open`], but nothing on disk
+    /// changes. The index is a copy in memory, mail without X-UID gets its UIDs in memory only,
+    /// a missing INBOX is not created, and a missing root is an empty store (a destination not
+    /// created yet). Its write methods must not be called: [`crate::dry_run::DryRun`] stands
+    /// in for them.
+    pub fn open_dry_run(location: &MboxLocation) -> Result<MboxStore> {
+        let root = &location.root;
+        if !root.is_dir() && root.exists() {
+            return Err(Error::Usage(format!(
+                "mbox root {} is a file; an mbox: location names the directory of the folders",
+                root.display()
+            )));
+        }
+        let index = Index::open_in_memory_copy(&location.index_dir.join("boxsync.index.sqlite"))?;
+        let mut store = MboxStore {
+            location: location.clone(),
+            index,
+            fsync: false,
+            folders: BTreeMap::new(),
+            subscriptions: Subscriptions::new(),
+            log: Vec::new(),
+            dry_run: true,
+            mailbox_errors: Vec::new(),
+        };
+        if root.is_dir() {
+            store.refresh()?;
+        }
         Ok(store)
     }
 
@@ -412,12 +448,19 @@ impl MboxStore {
             Err(e) => return Err(Error::io(format!("reading {}", sub_path.display()), e)),
         };
         self.log = mailbox_log::read(&self.location.index_dir)?;
-        if !self.location.inbox.exists() && self.location.inbox.parent().is_some_and(Path::is_dir) {
+        if !self.dry_run
+            && !self.location.inbox.exists()
+            && self.location.inbox.parent().is_some_and(Path::is_dir)
+        {
             // Dovecot creates INBOX on first sight too.
             std::fs::File::create(&self.location.inbox)
                 .ctx(|| format!("creating {}", self.location.inbox.display()))?;
         }
-        let mut list = vec![(MailboxName::inbox(), self.location.inbox.clone())];
+        let mut list = Vec::new();
+        // A dry run creates no INBOX: a missing one is a mailbox the sync would create.
+        if !self.dry_run || self.location.inbox.is_file() {
+            list.push((MailboxName::inbox(), self.location.inbox.clone()));
+        }
         self.walk(&self.location.root.clone(), &mut Vec::new(), &mut list)?;
         let known: Vec<MailboxRow> = self.index.all_mailboxes()?;
         let present: std::collections::HashSet<String> =
@@ -454,7 +497,7 @@ impl MboxStore {
                 continue;
             };
             if file_name.starts_with('.') || file_name.ends_with(".lock") {
-                if left_by_a_dead_boxsync(&file_name) {
+                if !self.dry_run && left_by_a_dead_boxsync(&file_name) {
                     // A killed run's new file or spool: the old file is still whole.
                     let _ = std::fs::remove_file(&path);
                 }
@@ -516,6 +559,7 @@ impl MboxStore {
                     loaded: false,
                     messages: Vec::new(),
                     files: BTreeMap::new(),
+                    uids_in_memory: false,
                 },
             ));
         }
@@ -571,7 +615,12 @@ impl MboxStore {
             .map(|m| (m.uid, m))
             .collect();
         let mut rewritten = false;
-        if needs_uids {
+        let mut uids_in_memory = false;
+        if needs_uids && self.dry_run {
+            uids_in_memory = true;
+            // The UIDs a real run would write into the file, kept in memory.
+            assign_uids_in_memory(&mut scan, &old, &mut uidnext);
+        } else if needs_uids {
             // Mail an MDA delivered has no X-UID yet: give it UIDs in the file, as Dovecot
             // does on its first look, so that both read the same ones.
             let assigned = lock::write_lock(path).and_then(|_lock| {
@@ -592,6 +641,7 @@ impl MboxStore {
                         path.display()
                     );
                     assign_uids_in_memory(&mut scan, &old, &mut uidnext);
+                    uids_in_memory = true;
                 }
                 Err(e) => return Err(e),
             }
@@ -620,7 +670,11 @@ impl MboxStore {
             });
         }
         let (sig_now, newest_now) = file_signature(path).unwrap_or((String::new(), newest));
-        let trusted = if scan_time - newest_now.max(newest) > SIGNATURE_MARGIN_NS && !rewritten {
+        // UIDs held in memory only are given again from the file at every look.
+        let trusted = if scan_time - newest_now.max(newest) > SIGNATURE_MARGIN_NS
+            && !rewritten
+            && !uids_in_memory
+        {
             sig_now
         } else {
             String::new()
@@ -647,6 +701,7 @@ impl MboxStore {
                 loaded: true,
                 messages: r.messages,
                 files: r.files,
+                uids_in_memory,
             },
         ))
     }
@@ -719,11 +774,30 @@ struct MboxBody {
     offset: u64,
     uid: Uid,
     received: i64,
+    /// In a dry run, the header hash the message at `offset` must have: its UID may be one
+    /// given in memory only, which the file does not carry.
+    hash: Option<String>,
 }
 
 impl MailBody for MboxBody {
     fn open(&self) -> std::io::Result<Box<dyn std::io::Read + Send>> {
-        let bytes = read_message_at(&self.path, self.offset, Some(self.uid))?;
+        let bytes = match &self.hash {
+            None => read_message_at(&self.path, self.offset, Some(self.uid))?,
+            Some(hash) => {
+                let bytes = read_message_at(&self.path, self.offset, None)?;
+                if message_hash(&bytes) != *hash {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        format!(
+                            "{}: UID {} is no longer in the file (it changed during the sync)",
+                            self.path.display(),
+                            self.uid
+                        ),
+                    ));
+                }
+                bytes
+            }
+        };
         Ok(Box::new(std::io::Cursor::new(bytes)))
     }
 
@@ -801,6 +875,7 @@ impl Store for MboxStore {
             offset: loc.offset,
             uid,
             received: loc.received,
+            hash: (self.dry_run || f.uids_in_memory).then_some(loc.hash),
         }))
     }
 
@@ -876,6 +951,7 @@ impl Store for MboxStore {
                 loaded: true,
                 messages: Vec::new(),
                 files: BTreeMap::new(),
+                uids_in_memory: false,
             },
         );
         Ok(())

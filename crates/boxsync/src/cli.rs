@@ -127,6 +127,10 @@ struct Common {
     /// The destination is the user's mail_replica (a userdb field).
     #[arg(short = 'd')]
     replica: bool,
+    /// Report what the sync would change (on stdout, a line per change) and change nothing
+    /// on either side: not the mail, not the index. Local Maildir and mbox stores only.
+    #[arg(long = "dry-run")]
+    dry_run: bool,
     /// Purge the destination after the sync (doveadm's -P): no store of boxsync needs one,
     /// so nothing is done.
     #[arg(short = 'P')]
@@ -663,14 +667,11 @@ fn sync(
             one.user = Some(name.to_owned());
             one.all_users = false;
             one.user_file = None;
-            sync_user(
-                global.clone(),
-                one,
-                backup,
-                one_way,
-                &mut std::io::sink(),
-                buf,
-            )
+            // A user's report (--dry-run) follows its messages.
+            let mut report = Vec::new();
+            let code = sync_user(global.clone(), one, backup, one_way, &mut report, buf);
+            buf.extend_from_slice(&report);
+            code
         },
         err,
     ))
@@ -782,6 +783,18 @@ fn sync_user(
     if !must_exist(Role::Master) {
         local_loc.check_writable()?;
     }
+    if common.dry_run {
+        if common.state.is_some() {
+            return Err(Error::Usage(
+                "--dry-run has no new state to print: leave out -s".into(),
+            ));
+        }
+        if !matches!(destination, dest::Destination::Local(_)) {
+            return Err(Error::Usage(
+                "--dry-run works with a local destination (maildir: or mbox:) only".into(),
+            ));
+        }
+    }
     let outcome = match destination {
         dest::Destination::Local(text) => {
             let dest_text = users::expand_location(&text, &account)?;
@@ -794,8 +807,15 @@ fn sync_user(
             if !must_exist(Role::Slave) {
                 dest_loc.check_writable()?;
             }
+            let mut dry_logs = Vec::new();
             // The source first: when it is missing, the destination must not have been created.
-            let (mut local, mut dest) = if must_exist(Role::Slave) {
+            let (mut local, mut dest) = if common.dry_run {
+                let (local, local_log) = local_loc.open_dry_run()?;
+                let (dest, dest_log) = dest_loc.open_dry_run()?;
+                dry_logs.push((local.store.describe(), local_log));
+                dry_logs.push((dest.store.describe(), dest_log));
+                (local, dest)
+            } else if must_exist(Role::Slave) {
                 let dest = dest_loc.open(false, global.fsync)?;
                 let local = local_loc.open(true, global.fsync)?;
                 (local, dest)
@@ -806,7 +826,7 @@ fn sync_user(
             };
             report_scan(&local, &mut code, err);
             report_scan(&dest, &mut code, err);
-            if wire_local {
+            let outcome = if wire_local {
                 boxsync_transport::sync_over_socketpair(
                     &mut *local.store,
                     &mut *dest.store,
@@ -816,7 +836,17 @@ fn sync_user(
                 )?
             } else {
                 boxsync_brain::sync_local(&mut *local.store, &mut *dest.store, settings)?
+            };
+            for (store, log) in &dry_logs {
+                let lines = log.lines();
+                if lines.is_empty() {
+                    let _ = writeln!(out, "dry run: {store}: nothing would change");
+                }
+                for line in lines {
+                    let _ = writeln!(out, "dry run: {store}: {line}");
+                }
             }
+            outcome
         }
         dest::Destination::Command { argv, prefix_user } => {
             let mut local = local_loc.open(!must_exist(Role::Master), global.fsync)?;

@@ -1403,3 +1403,53 @@ fn a_folder_with_mail_and_sub_folders_fails_alone() {
     assert!(stderr(&out).contains("Work/Sub"));
     assert_untouched(&before, &snapshot(&mb), "the mbox");
 }
+
+/// An mbox boxsync may not write (here: immutable, which binds root too) and whose mail has no
+/// X-UID yet still converts: the UIDs live in boxsync's index, the bodies are found by their
+/// header hash, and a rerun finds the same UIDs and changes nothing.
+#[test]
+fn a_read_only_mbox_without_uids_converts_and_reruns_cleanly() {
+    let d = Dir::new();
+    let (mb, dst) = (d.join("mbox"), d.join("dst"));
+    std::fs::create_dir(&mb).unwrap();
+    let inbox = mb.join("inbox");
+    std::fs::write(
+        &inbox,
+        "From a@example.org Fri Mar  1 09:00:00 2024\nSubject: one\nMessage-ID: <1@x>\n\nbody one\n\n\
+         From a@example.org Fri Mar  1 09:01:00 2024\nSubject: two\nMessage-ID: <2@x>\n\nbody two\n\n",
+    )
+    .unwrap();
+    let immutable = Command::new("chattr").arg("+i").arg(&inbox).status();
+    if !immutable.is_ok_and(|s| s.success()) {
+        eprintln!("skipping: chattr +i is not available here (needs root and ext4-like fs)");
+        return;
+    }
+    struct Mutable<'a>(&'a Path);
+    impl Drop for Mutable<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("chattr").arg("-i").arg(self.0).status();
+        }
+    }
+    let _undo = Mutable(&inbox);
+    let before = std::fs::read(&inbox).unwrap();
+    let out = run(&mbox(&mb), &["backup"], &maildir(&dst));
+    ok(&out, "backup from a read-only mbox");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot write UIDs into it"),
+        "{}",
+        describe(&out)
+    );
+    let got = bodies_by_uid(&dst);
+    assert_eq!(
+        got["INBOX"].values().cloned().collect::<Vec<_>>(),
+        [
+            b"Subject: one\nMessage-ID: <1@x>\n\nbody one\n".to_vec(),
+            b"Subject: two\nMessage-ID: <2@x>\n\nbody two\n".to_vec()
+        ]
+    );
+    let first = snapshot(&dst);
+    let out = run(&mbox(&mb), &["backup"], &maildir(&dst));
+    ok(&out, "rerun");
+    assert_untouched(&first, &snapshot(&dst), "the Maildir on a rerun");
+    assert_eq!(std::fs::read(&inbox).unwrap(), before);
+}

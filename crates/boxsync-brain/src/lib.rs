@@ -57,6 +57,68 @@ pub struct Settings {
     pub excludes: Vec<String>,
     /// `-l`: seconds to wait for the user's sync lock; 0 for no lock.
     pub lock_timeout: u32,
+    /// `-g`, `-t`, `-e`, `-I`, `-O`: which mailboxes and which missing mail to sync.
+    pub filter: Filter,
+}
+
+/// doveadm's sync filters. As in Dovecot (`dsync_mailbox_import_want_change()`), the date,
+/// size and flag filters only decide whether a side *saves* a mail it is missing: mail both
+/// sides have is matched, flagged and expunged as usual, and a backup destination still loses
+/// mail the source does not have. Both sides hold the same filter (it travels in the
+/// handshake), so both plan the same.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Filter {
+    /// `-g GUID`: only the mailbox with this GUID.
+    pub box_guid: Option<Guid128>,
+    /// `-g ""`: the mailbox list only, no mail.
+    pub no_mail_sync: bool,
+    /// `-t`: received at or after this UNIX time (0: no limit).
+    pub since: i64,
+    /// `-e`: received at or before this UNIX time (0: no limit).
+    pub until: i64,
+    /// `-I`: virtual size (CRLF line ends) at most this many bytes (0: no limit).
+    pub max_size: u64,
+    /// `-O`: Dovecot's form: a system flag (`\Seen`) or keyword, `-` first for "without".
+    pub flag: Option<String>,
+}
+
+impl Filter {
+    fn needs_received(&self) -> bool {
+        self.since > 0 || self.until > 0
+    }
+
+    fn needs_size(&self) -> bool {
+        self.max_size > 0
+    }
+
+    /// Whether a side missing the mail of this `C` record saves it.
+    pub fn wants(&self, c: &MailChange) -> bool {
+        if self.since > 0 && c.received_timestamp < self.since {
+            return false;
+        }
+        if self.until > 0 && c.received_timestamp > self.until {
+            return false;
+        }
+        if self.max_size > 0 && c.virtual_size > self.max_size {
+            return false;
+        }
+        if let Some(flag) = &self.flag {
+            let (without, name) = match flag.strip_prefix('-') {
+                Some(rest) => (true, rest),
+                None => (false, flag.as_str()),
+            };
+            let has = if name.starts_with('\\') {
+                // \Recent is valid but never kept, so no mail has it.
+                Flags::from_imap_name(name).is_some_and(|f| c.final_flags.contains(f))
+            } else {
+                c.final_keywords().any(|k| k.eq_ignore_ascii_case(name))
+            };
+            if has == without {
+                return false;
+            }
+        }
+        true
+    }
 }
 
 /// What a brain reports at the end.
@@ -105,6 +167,11 @@ pub fn mask_matches(mask: &str, name: &str) -> bool {
     let m: Vec<char> = mask.chars().collect();
     let n: Vec<char> = name.chars().collect();
     go(&m, &n) || (mask.eq_ignore_ascii_case("INBOX") && name == "INBOX")
+}
+
+/// `-g`: whether a mailbox with this GUID is the one asked for.
+fn guid_selected(settings: &Settings, guid: Guid128) -> bool {
+    settings.filter.box_guid.is_none_or(|g| g == guid)
 }
 
 fn selected(settings: &Settings, name: &MailboxName) -> bool {
@@ -313,6 +380,12 @@ fn handshake_of(settings: &Settings) -> Handshake {
         sync_boxes: settings.mailboxes.clone(),
         exclude_mailboxes: settings.excludes.clone(),
         lock_timeout: settings.lock_timeout,
+        sync_box_guid: settings.filter.box_guid.unwrap_or(Guid128::ZERO),
+        no_mail_sync: settings.filter.no_mail_sync,
+        sync_since_timestamp: settings.filter.since,
+        sync_until_timestamp: settings.filter.until,
+        sync_max_size: settings.filter.max_size,
+        sync_flags: settings.filter.flag.clone(),
     }
 }
 
@@ -337,6 +410,14 @@ pub fn settings_of(h: &Handshake) -> Settings {
         mailboxes: h.sync_boxes.clone(),
         excludes: h.exclude_mailboxes.clone(),
         lock_timeout: h.lock_timeout,
+        filter: Filter {
+            box_guid: (!h.sync_box_guid.is_zero()).then_some(h.sync_box_guid),
+            no_mail_sync: h.no_mail_sync,
+            since: h.sync_since_timestamp,
+            until: h.sync_until_timestamp,
+            max_size: h.sync_max_size,
+            flag: h.sync_flags.clone(),
+        },
     }
 }
 
@@ -351,7 +432,7 @@ fn run_inner(
     let peer_host;
     let mut settings = match (role, settings) {
         (Role::Master, Some(s)) => {
-            link.send(Record::Handshake(handshake_of(&s)))?;
+            link.send(Record::Handshake(Box::new(handshake_of(&s))))?;
             match link.recv()? {
                 Record::Handshake(h) => {
                     peer_host = h.hostname;
@@ -361,7 +442,7 @@ fn run_inner(
             }
         }
         _ => {
-            link.send(Record::Handshake(Handshake {
+            link.send(Record::Handshake(Box::new(Handshake {
                 hostname: hostname(),
                 sync_type: SyncType::Changed,
                 backup_send: false,
@@ -370,7 +451,13 @@ fn run_inner(
                 sync_boxes: Vec::new(),
                 exclude_mailboxes: Vec::new(),
                 lock_timeout: 0,
-            }))?;
+                sync_box_guid: Guid128::ZERO,
+                no_mail_sync: false,
+                sync_since_timestamp: 0,
+                sync_until_timestamp: 0,
+                sync_max_size: 0,
+                sync_flags: None,
+            })))?;
             match link.recv()? {
                 Record::Handshake(h) => {
                     peer_host = h.hostname.clone();
@@ -468,7 +555,13 @@ fn run_inner(
         r
     };
     if role == Role::Master {
-        for b in &plan.boxes {
+        // -g "": the mailbox list only.
+        let boxes = if settings.filter.no_mail_sync {
+            &[][..]
+        } else {
+            &plan.boxes[..]
+        };
+        for b in boxes {
             if dest_skips(&b.guid) {
                 continue;
             }
@@ -531,7 +624,7 @@ fn local_tree(store: &dyn Store, settings: &Settings) -> tree::TreeSide {
     let nodes = store
         .mailboxes()
         .into_iter()
-        .filter(|m| selected(settings, &m.name))
+        .filter(|m| selected(settings, &m.name) && guid_selected(settings, m.guid))
         .map(|m| TreeNode {
             name: m.name,
             existence: Existence::Exists,
@@ -583,8 +676,20 @@ fn apply_tree(
 ) {
     let mode = settings.mode;
     // Mailboxes outside -m/-x, and ones a side could not read, are not this sync's business.
-    let leave_alone =
-        |name: &MailboxName| !selected(settings, name) || plan.untouchable.contains(name);
+    // -g: the other mailboxes are not in either tree, and not this sync's business either.
+    let other_boxes: Vec<MailboxName> = match settings.filter.box_guid {
+        Some(_) => store
+            .mailboxes()
+            .into_iter()
+            .filter(|m| !guid_selected(settings, m.guid))
+            .map(|m| m.name)
+            .collect(),
+        None => Vec::new(),
+    };
+    let other_box = |name: &MailboxName| other_boxes.contains(name);
+    let leave_alone = |name: &MailboxName| {
+        !selected(settings, name) || other_box(name) || plan.untouchable.contains(name)
+    };
     let protected = match mode {
         Mode::Backup { source } | Mode::OneWay { source } => source == role,
         Mode::TwoWay => false,
@@ -721,19 +826,26 @@ fn export_changes(
     store: &dyn Store,
     guid: Guid128,
     since: Option<&MailboxState>,
+    filter: &Filter,
 ) -> Result<Vec<MailChange>> {
     let (lcu, lcm) = since.map_or((0, 0), |s| (s.last_common_uid, s.last_common_modseq));
     let mut out = Vec::new();
     for m in store.messages(guid)? {
         if since.is_none() || m.uid > lcu || m.modseq > lcm {
-            out.push(mails::change_record(
-                m.uid,
-                &m.guid,
-                m.flags,
-                &m.keywords,
-                m.modseq,
-                m.base.as_ref(),
-            ));
+            out.push(filter_fields(
+                store,
+                guid,
+                m,
+                filter,
+                mails::change_record(
+                    m.uid,
+                    &m.guid,
+                    m.flags,
+                    &m.keywords,
+                    m.modseq,
+                    m.base.as_ref(),
+                ),
+            )?);
         }
     }
     for e in store.expunged_since(guid, lcm)? {
@@ -752,6 +864,57 @@ fn export_changes(
         });
     }
     Ok(out)
+}
+
+/// Adds what the filters look at to a `C` record: the received date and the virtual size, as
+/// Dovecot's exporter does only when a filter needs them (reading them may mean a stat or
+/// reading the whole body).
+fn filter_fields(
+    store: &dyn Store,
+    mailbox: Guid128,
+    m: &boxsync_store::Message,
+    filter: &Filter,
+    mut c: MailChange,
+) -> Result<MailChange> {
+    if !filter.needs_received() && !filter.needs_size() {
+        return Ok(c);
+    }
+    let body = store.body(mailbox, m.uid)?;
+    if filter.needs_received() {
+        let received = if m.received != 0 {
+            m.received
+        } else {
+            body.received().unwrap_or(0)
+        };
+        // Dovecot sends 1 for an unknown date: 0 would mean "not sent".
+        c.received_timestamp = received.max(1);
+    }
+    if filter.needs_size() {
+        c.virtual_size = virtual_size(&*body)
+            .map_err(|e| Error::temp(format!("reading UID {} for its size: {e}", m.uid)))?;
+    }
+    Ok(c)
+}
+
+/// The size with CRLF line ends (IMAP's RFC822.SIZE), which `-I` compares.
+fn virtual_size(body: &dyn boxsync_proto::MailBody) -> std::io::Result<u64> {
+    use std::io::Read;
+    let mut r = body.open()?;
+    let mut buf = [0u8; 64 * 1024];
+    let (mut size, mut prev) = (0u64, 0u8);
+    loop {
+        let n = r.read(&mut buf)?;
+        if n == 0 {
+            return Ok(size);
+        }
+        for &b in &buf[..n] {
+            if b == b'\n' && prev != b'\r' {
+                size += 1;
+            }
+            size += 1;
+            prev = b;
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -854,7 +1017,7 @@ fn sync_mailbox(
     let lcu = since.map_or(0, |s| s.last_common_uid);
     let source_first =
         since.is_some() && matches!(settings.mode, Mode::Backup { source } if source == role);
-    let mut my_changes = export_changes(store, guid, since)?;
+    let mut my_changes = export_changes(store, guid, since, &settings.filter)?;
     if !source_first {
         for c in &my_changes {
             link.send(Record::Change(c.clone()))?;
@@ -878,14 +1041,20 @@ fn sync_mailbox(
             .collect();
         for m in store.messages(guid)? {
             if lost.contains(&m.uid) && !listed.contains(&m.uid) {
-                my_changes.push(mails::change_record(
-                    m.uid,
-                    &m.guid,
-                    m.flags,
-                    &m.keywords,
-                    m.modseq,
-                    m.base.as_ref(),
-                ));
+                my_changes.push(filter_fields(
+                    store,
+                    guid,
+                    m,
+                    &settings.filter,
+                    mails::change_record(
+                        m.uid,
+                        &m.guid,
+                        m.flags,
+                        &m.keywords,
+                        m.modseq,
+                        m.base.as_ref(),
+                    ),
+                )?);
             }
         }
         for c in &my_changes {
@@ -913,7 +1082,7 @@ fn sync_mailbox(
     } else {
         (&theirs_side, &mine_side)
     };
-    let plan = mails::plan(ms, ss, settings.mode, lcu);
+    let plan = mails::plan_filtered(ms, ss, settings.mode, lcu, &|c| settings.filter.wants(c));
     let my_actions = &plan.actions[role.index()];
 
     // Decisions both sides make the same way.

@@ -134,6 +134,18 @@ pub fn plan(
     mode: Mode,
     last_common_uid: Uid,
 ) -> MailboxPlan {
+    plan_filtered(master, slave, mode, last_common_uid, &|_| true)
+}
+
+/// [`plan`] where a side saves a mail it is missing only when `wants` says so (the sync
+/// filters `-t`/`-e`/`-I`/`-O`); mail both sides have is not affected.
+pub fn plan_filtered(
+    master: &SideChanges,
+    slave: &SideChanges,
+    mode: Mode,
+    last_common_uid: Uid,
+    wants: &dyn Fn(&MailChange) -> bool,
+) -> MailboxPlan {
     match mode {
         Mode::Backup { source } => {
             let (src, dst) = if source == Role::Master {
@@ -145,15 +157,22 @@ pub fn plan(
                 uidnext: src.uidnext,
                 ..Default::default()
             };
-            p.actions[1 - source.index()] = plan_backup(src, dst, last_common_uid);
+            p.actions[1 - source.index()] = plan_backup(src, dst, last_common_uid, wants);
             p
         }
-        Mode::TwoWay => plan_merge(master, slave, None, last_common_uid),
-        Mode::OneWay { source } => plan_merge(master, slave, Some(source.index()), last_common_uid),
+        Mode::TwoWay => plan_merge(master, slave, None, last_common_uid, wants),
+        Mode::OneWay { source } => {
+            plan_merge(master, slave, Some(source.index()), last_common_uid, wants)
+        }
     }
 }
 
-fn plan_backup(src: &SideChanges, dst: &SideChanges, lcu: Uid) -> Vec<Action> {
+fn plan_backup(
+    src: &SideChanges,
+    dst: &SideChanges,
+    lcu: Uid,
+    wants: &dyn Fn(&MailChange) -> bool,
+) -> Vec<Action> {
     let mut out = Vec::new();
     for (&uid, guid) in &src.expunges {
         out.push(Action::Expunge {
@@ -177,13 +196,15 @@ fn plan_backup(src: &SideChanges, dst: &SideChanges, lcu: Uid) -> Vec<Action> {
                     uid,
                     guid: d.guid.clone(),
                 });
-                out.push(Action::Save {
-                    uid,
-                    from: uid,
-                    guid: s.guid.clone(),
-                    flags,
-                    keywords,
-                });
+                if wants(s) {
+                    out.push(Action::Save {
+                        uid,
+                        from: uid,
+                        guid: s.guid.clone(),
+                        flags,
+                        keywords,
+                    });
+                }
             }
             None if uid <= lcu && !dst.expunges.contains_key(&uid) => {
                 // Unchanged on the destination since the last sync: it has the message.
@@ -194,6 +215,7 @@ fn plan_backup(src: &SideChanges, dst: &SideChanges, lcu: Uid) -> Vec<Action> {
                     keywords,
                 });
             }
+            None if !wants(s) => {}
             None => out.push(Action::Save {
                 uid,
                 from: uid,
@@ -221,7 +243,13 @@ fn plan_backup(src: &SideChanges, dst: &SideChanges, lcu: Uid) -> Vec<Action> {
     out
 }
 
-fn plan_merge(m: &SideChanges, s: &SideChanges, source: Option<usize>, lcu: Uid) -> MailboxPlan {
+fn plan_merge(
+    m: &SideChanges,
+    s: &SideChanges,
+    source: Option<usize>,
+    lcu: Uid,
+    wants: &dyn Fn(&MailChange) -> bool,
+) -> MailboxPlan {
     let sides = [m, s];
     let writable = |x: usize| source != Some(x);
     let mut p = MailboxPlan::default();
@@ -347,7 +375,7 @@ fn plan_merge(m: &SideChanges, s: &SideChanges, source: Option<usize>, lcu: Uid)
     for x in 0..2 {
         let y = 1 - x;
         for (i, c) in new[x].iter().enumerate() {
-            if used[x][i] || !writable(y) {
+            if used[x][i] || !writable(y) || !wants(c) {
                 continue;
             }
             let (flags, keywords) = flags_of(c);

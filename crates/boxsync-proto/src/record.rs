@@ -31,6 +31,19 @@ pub struct Handshake {
     /// `-l SECS`: lock the user for the sync (0: no lock). The side with the lower host name
     /// takes the lock, as Dovecot decides.
     pub lock_timeout: u32,
+    /// `-g GUID`: only the mailbox with this GUID (zero: every mailbox).
+    pub sync_box_guid: Guid128,
+    /// `-g ""` / `-m ""`: sync the mailbox list only, no mail.
+    pub no_mail_sync: bool,
+    /// `-t`: save only missing mail received at or after this UNIX time (0: no limit).
+    pub sync_since_timestamp: i64,
+    /// `-e`: save only missing mail received at or before this UNIX time (0: no limit).
+    pub sync_until_timestamp: i64,
+    /// `-I`: save only missing mail whose virtual size is at most this (0: no limit).
+    pub sync_max_size: u64,
+    /// `-O`: save only missing mail with this flag or keyword (`\Seen`, `$Label`), or with a
+    /// leading `-`, only mail without it. Dovecot's string form, passed on as given.
+    pub sync_flags: Option<String>,
 }
 
 /// `N.existence`.
@@ -207,7 +220,8 @@ pub struct Finish {
 /// Everything that travels between two brains. `End` is the `.` line that closes a list.
 #[derive(Debug)]
 pub enum Record {
-    Handshake(Handshake),
+    /// Boxed: rare, and the largest record.
+    Handshake(Box<Handshake>),
     State(crate::MailboxState),
     Node(TreeNode),
     Deletes(Deletes),

@@ -271,7 +271,7 @@ pub fn decode(peer: &PeerSchemas, line: &[u8]) -> Result<(Decoded, bool), WireEr
         values,
     };
     let record = match letter {
-        b'H' => Record::Handshake(decode_handshake(&f)?),
+        b'H' => Record::Handshake(Box::new(decode_handshake(&f)?)),
         b'S' => Record::State(decode_state(&f)?),
         b'N' => Record::Node(decode_node(&f)?),
         b'D' => Record::Deletes(decode_deletes(&f)?),
@@ -1035,6 +1035,12 @@ fn encode_handshake(h: &Handshake, out: &mut Vec<u8>) {
     if let Some(first) = h.sync_boxes.first() {
         w.value(key!(HANDSHAKE, "sync_box"), first.as_bytes());
     }
+    if !h.sync_box_guid.is_zero() {
+        w.value(
+            key!(HANDSHAKE, "sync_box_guid"),
+            h.sync_box_guid.to_string().as_bytes(),
+        );
+    }
     let sync_type: &[u8] = match h.sync_type {
         SyncType::Full => b"f",
         SyncType::Changed => b"c",
@@ -1057,10 +1063,30 @@ fn encode_handshake(h: &Handshake, out: &mut Vec<u8>) {
     if h.lock_timeout > 0 {
         w.decimal(key!(HANDSHAKE, "lock_timeout"), h.lock_timeout);
     }
+    w.flag(key!(HANDSHAKE, "no_mail_sync"), h.no_mail_sync);
     w.flag(
         key!(HANDSHAKE, "no_backup_overwrite"),
         h.no_backup_overwrite,
     );
+    // Dovecot sends these only when set, as decimals; a zero would read back as invalid.
+    if h.sync_since_timestamp > 0 {
+        w.decimal(
+            key!(HANDSHAKE, "sync_since_timestamp"),
+            h.sync_since_timestamp,
+        );
+    }
+    if h.sync_max_size > 0 {
+        w.decimal(key!(HANDSHAKE, "sync_max_size"), h.sync_max_size);
+    }
+    if let Some(flags) = &h.sync_flags {
+        w.value(key!(HANDSHAKE, "sync_flags"), flags.as_bytes());
+    }
+    if h.sync_until_timestamp > 0 {
+        w.decimal(
+            key!(HANDSHAKE, "sync_until_timestamp"),
+            h.sync_until_timestamp,
+        );
+    }
     if h.sync_boxes.len() > 1 {
         w.value(key!(HANDSHAKE, "x_sync_boxes"), &nested_list(&h.sync_boxes));
     }
@@ -1091,7 +1117,24 @@ fn decode_handshake(f: &Fields) -> Result<Handshake, WireError> {
         sync_boxes,
         exclude_mailboxes: f.string_list(key!(HANDSHAKE, "exclude_mailboxes"))?,
         lock_timeout: f.u32(key!(HANDSHAKE, "lock_timeout"))?.unwrap_or(0),
+        sync_box_guid: f
+            .guid(key!(HANDSHAKE, "sync_box_guid"))?
+            .unwrap_or(Guid128::ZERO),
+        no_mail_sync: f.flag(key!(HANDSHAKE, "no_mail_sync")),
+        sync_since_timestamp: positive_time(f, key!(HANDSHAKE, "sync_since_timestamp"))?,
+        sync_until_timestamp: positive_time(f, key!(HANDSHAKE, "sync_until_timestamp"))?,
+        sync_max_size: f.u64(key!(HANDSHAKE, "sync_max_size"))?.unwrap_or(0),
+        sync_flags: f.string(key!(HANDSHAKE, "sync_flags"))?,
     })
+}
+
+/// A handshake timestamp: a positive UNIX time when present (Dovecot refuses 0 and below).
+fn positive_time(f: &Fields, key: usize) -> Result<i64, WireError> {
+    match f.i64(key)? {
+        None => Ok(0),
+        Some(t) if t > 0 => Ok(t),
+        Some(t) => Err(f.bad(key, "invalid timestamp", t.to_string().as_bytes())),
+    }
 }
 
 fn encode_state(s: &MailboxState, out: &mut Vec<u8>) {
@@ -1803,8 +1846,9 @@ mod tests {
             sync_boxes: vec!["INBOX".into(), "a\tb".into()],
             exclude_mailboxes: vec!["Trash".into(), "Spam*".into()],
             lock_timeout: 0,
+            ..plain_handshake()
         };
-        let line = encoded(&Record::Handshake(h.clone()));
+        let line = encoded(&Record::Handshake(Box::new(h.clone())));
         let mut want = b"Hh\t\x02\tINBOX\t\x02\tf\t\x02\t\x02\tTrash\x01tSpam*\t\t\x02\t".to_vec();
         want.extend_from_slice(b"\t\x02".repeat(14).as_slice());
         want.extend_from_slice(b"\tINBOX\x01ta\x011tb\n");
@@ -1816,6 +1860,72 @@ mod tests {
         let Decoded::Record(Record::Handshake(back)) = d else {
             panic!("{d:?}")
         };
-        assert_eq!(back, h);
+        assert_eq!(*back, h);
+    }
+
+    fn plain_handshake() -> Handshake {
+        Handshake {
+            hostname: "h".into(),
+            sync_type: SyncType::Changed,
+            backup_send: false,
+            backup_recv: false,
+            no_backup_overwrite: false,
+            sync_boxes: Vec::new(),
+            exclude_mailboxes: Vec::new(),
+            lock_timeout: 0,
+            sync_box_guid: Guid128::ZERO,
+            no_mail_sync: false,
+            sync_since_timestamp: 0,
+            sync_until_timestamp: 0,
+            sync_max_size: 0,
+            sync_flags: None,
+        }
+    }
+
+    #[test]
+    fn handshake_filters_use_dovecots_keys_in_schema_order() {
+        let h = Handshake {
+            sync_box_guid: Guid128::parse_hex("0123456789abcdef0123456789ABCDEF").unwrap(),
+            no_mail_sync: true,
+            sync_since_timestamp: 1_700_000_000,
+            sync_until_timestamp: 1_800_000_000,
+            sync_max_size: 2048,
+            sync_flags: Some("-\\Seen".into()),
+            ..plain_handshake()
+        };
+        let line = encoded(&Record::Handshake(Box::new(h.clone())));
+        let fields: Vec<&[u8]> = line
+            .strip_suffix(b"\n")
+            .unwrap()
+            .strip_prefix(b"H")
+            .unwrap()
+            .split(|&b| b == b'\t')
+            .collect();
+        let at = |k: &str| {
+            let i = HANDSHAKE.keys.iter().position(|x| *x == k).unwrap();
+            String::from_utf8_lossy(fields[i]).into_owned()
+        };
+        assert_eq!(at("sync_box_guid"), "0123456789abcdef0123456789abcdef");
+        assert_eq!(at("no_mail_sync"), "");
+        assert_eq!(at("sync_since_timestamp"), "1700000000");
+        assert_eq!(at("sync_until_timestamp"), "1800000000");
+        assert_eq!(at("sync_max_size"), "2048");
+        assert_eq!(at("sync_flags"), "-\\Seen");
+        let (d, _) = decode_ours(line.strip_suffix(b"\n").unwrap()).unwrap();
+        let Decoded::Record(Record::Handshake(back)) = d else {
+            panic!("{d:?}")
+        };
+        assert_eq!(*back, h);
+    }
+
+    #[test]
+    fn handshake_without_filters_reads_back_without_filters() {
+        let h = plain_handshake();
+        let line = encoded(&Record::Handshake(Box::new(h.clone())));
+        let (d, _) = decode_ours(line.strip_suffix(b"\n").unwrap()).unwrap();
+        let Decoded::Record(Record::Handshake(back)) = d else {
+            panic!("{d:?}")
+        };
+        assert_eq!(*back, h);
     }
 }

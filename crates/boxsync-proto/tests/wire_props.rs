@@ -115,6 +115,12 @@ fn arb_handshake() -> impl Strategy<Value = Handshake> {
                     sync_boxes: boxes,
                     exclude_mailboxes: ex,
                     lock_timeout: lock,
+                    sync_box_guid: boxsync_model::Guid128::ZERO,
+                    no_mail_sync: false,
+                    sync_since_timestamp: 0,
+                    sync_until_timestamp: 0,
+                    sync_max_size: 0,
+                    sync_flags: None,
                 }
             },
         )
@@ -248,7 +254,7 @@ fn arb_mail() -> impl Strategy<Value = Mail> {
 
 fn arb_record() -> impl Strategy<Value = Record> {
     prop_oneof![
-        arb_handshake().prop_map(Record::Handshake),
+        arb_handshake().prop_map(|h| Record::Handshake(Box::new(h))),
         arb_state().prop_map(Record::State),
         arb_node().prop_map(Record::Node),
         arb_deletes().prop_map(Record::Deletes),

@@ -1,9 +1,10 @@
 //! The command line: doveadm's global options (`-o`, `-v`, `-D`) before the command, then
 //! `sync`/`backup` with dsync's flags, and the exit codes doveadm uses.
 
+use crate::filters;
 use crate::stores::{self, MailLocation, StoreSettings};
 use crate::{remote, users};
-use boxsync_brain::{Mode, Role, Settings};
+use boxsync_brain::{Filter, Mode, Role, Settings};
 use boxsync_model::{Error, ExitCode, Result};
 use boxsync_proto::{SyncType, state};
 use boxsync_transport::rawlog::RawLog;
@@ -149,6 +150,28 @@ struct Common {
     /// whose host name sorts lower takes the lock, as in Dovecot).
     #[arg(short = 'l', value_name = "SECS", default_value_t = 0)]
     lock_timeout: u32,
+    /// Copy only mail received at or after TIME: YYYY-MM-DD, 1-Mar-2024, a UNIX time, or an
+    /// interval back from now ('30 days'). Mail both sides have is synced as usual.
+    #[arg(short = 't', value_name = "TIME", value_parser = filters::parse_time)]
+    since: Option<i64>,
+    /// Copy only mail received at or before TIME (forms as for -t).
+    #[arg(short = 'e', value_name = "TIME", value_parser = filters::parse_time)]
+    until: Option<i64>,
+    /// Copy only mail having FLAG (a system flag such as '\Seen', or a keyword); '-FLAG':
+    /// only mail without it.
+    #[arg(
+        short = 'O',
+        value_name = "FLAG",
+        allow_hyphen_values = true,
+        value_parser = filters::parse_flag
+    )]
+    flag: Option<String>,
+    /// Copy only mail of at most SIZE (with CRLF line ends): 100k, 10M.
+    #[arg(short = 'I', value_name = "SIZE", value_parser = filters::parse_size)]
+    max_size: Option<u64>,
+    /// Sync only the mailbox with this GUID; '' syncs the mailbox list only, no mail.
+    #[arg(short = 'g', value_name = "GUID", value_parser = filters::parse_box_guid)]
+    box_guid: Option<filters::BoxGuid>,
     /// The other store: a mail location (maildir:/backup/Maildir), remote:[LOGIN@]HOST,
     /// remoteprefix:[LOGIN@]HOST, tcp:HOST[:PORT], tcps:HOST[:PORT], or a command (several
     /// arguments, or one with a space or '/') that runs `dsync-server` on the other store.
@@ -761,6 +784,7 @@ fn sync_user(
         mailboxes: common.mailbox.clone(),
         excludes: common.exclude.clone(),
         lock_timeout: common.lock_timeout,
+        filter: filter_of(&common)?,
     };
     let wire = wire_of(common.wire.timeout, common.wire.rawlog.as_deref())?;
     let mut code = ExitCode::Ok;
@@ -935,6 +959,27 @@ fn sync_user(
 
 /// The `sync`/`backup` command line to run on a listener for `-S`: the parsed options,
 /// without `-S`, `-u` (the handshake names the user) and `-r` (a path on this machine).
+/// `-g`, `-t`, `-e`, `-I`, `-O` as the brains take them.
+fn filter_of(common: &Common) -> Result<Filter> {
+    let (since, until) = (common.since.unwrap_or(0), common.until.unwrap_or(0));
+    if since > 0 && until > 0 && since > until {
+        return Err(Error::Usage(
+            "-t: start date is later than -e end date".into(),
+        ));
+    }
+    Ok(Filter {
+        box_guid: match common.box_guid {
+            Some(filters::BoxGuid::Guid(g)) => Some(g),
+            _ => None,
+        },
+        no_mail_sync: common.box_guid == Some(filters::BoxGuid::ListOnly),
+        since,
+        until,
+        max_size: common.max_size.unwrap_or(0),
+        flag: common.flag.clone(),
+    })
+}
+
 fn args_for_server(common: &Common, backup: bool, one_way: bool) -> Vec<String> {
     let mut args = vec![if backup { "backup" } else { "sync" }.to_owned()];
     for (on, flag) in [(one_way, "-1"), (common.full, "-f"), (common.reverse, "-R")] {
@@ -958,6 +1003,22 @@ fn args_for_server(common: &Common, backup: bool, one_way: bool) -> Vec<String> 
     option("-T", &common.wire.timeout.to_string());
     if common.lock_timeout > 0 {
         option("-l", &common.lock_timeout.to_string());
+    }
+    // Resolved values (an interval is a time by now), in forms the parsers read back.
+    if let Some(t) = common.since {
+        option("-t", &t.to_string());
+    }
+    if let Some(t) = common.until {
+        option("-e", &t.to_string());
+    }
+    if let Some(f) = &common.flag {
+        option("-O", f);
+    }
+    if let Some(size) = common.max_size {
+        option("-I", &size.to_string());
+    }
+    if let Some(g) = common.box_guid {
+        option("-g", &g.to_string());
     }
     args.extend(common.destination.iter().cloned());
     args
@@ -1191,6 +1252,63 @@ mod tests {
         assert!(b.one_way && b.common.full && b.common.server.is_none());
         assert_eq!(b.common.state.as_deref(), Some(""));
         assert_eq!(b.common.destination, ["tcp:h:1"]);
+    }
+
+    #[test]
+    fn filter_flags_parse_and_pass_on_to_a_listener() {
+        let g = "0123456789abcdef0123456789abcdef";
+        let c = parse(&[
+            "backup",
+            "-t",
+            "2 days",
+            "-e",
+            "1-Mar-2030",
+            "-O",
+            "-\\Seen",
+            "-I",
+            "2k",
+            "-g",
+            g,
+            "tcp:h:1",
+        ])
+        .unwrap();
+        let Command::Backup(a) = c.command else {
+            panic!()
+        };
+        let f = filter_of(&a.common).unwrap();
+        assert!(f.since > 0 && f.until == 1_898_553_600);
+        assert_eq!(f.flag.as_deref(), Some("-\\Seen"));
+        assert_eq!(f.max_size, 2048);
+        assert_eq!(f.box_guid.map(|g| g.to_string()).as_deref(), Some(g));
+        assert!(!f.no_mail_sync);
+        let args = args_for_server(&a.common, true, false);
+        let back = Cli::try_parse_from(std::iter::once("boxsync".to_owned()).chain(args)).unwrap();
+        let Command::Backup(b) = back.command else {
+            panic!()
+        };
+        assert_eq!(filter_of(&b.common).unwrap(), f);
+
+        let c = parse(&["sync", "-g", "", "maildir:/b"]).unwrap();
+        let Command::Sync(a) = c.command else {
+            panic!()
+        };
+        assert!(filter_of(&a.common).unwrap().no_mail_sync);
+        let args = args_for_server(&a.common, false, false);
+        assert!(args.windows(2).any(|w| w == ["-g", ""]));
+
+        for bad in [
+            &["sync", "-t", "someday", "maildir:/b"][..],
+            &["sync", "-I", "2x", "maildir:/b"],
+            &["sync", "-O", "\\Bogus", "maildir:/b"],
+            &["sync", "-g", "INBOX", "maildir:/b"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+        let c = parse(&["sync", "-t", "2030-01-02", "-e", "2030-01-01", "maildir:/b"]).unwrap();
+        let Command::Sync(a) = c.command else {
+            panic!()
+        };
+        assert!(matches!(filter_of(&a.common), Err(Error::Usage(_))));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 mod cli;
 mod config;
+mod filters;
 mod remote;
 mod stores;
 mod userdb;

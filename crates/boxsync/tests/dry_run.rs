@@ -105,6 +105,7 @@ impl Scenario {
             mailboxes: Vec::new(),
             excludes: Vec::new(),
             lock_timeout: 5,
+            filter: Default::default(),
         };
         let outcome = sync_local(&mut *a, &mut *b, settings).unwrap();
         assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);

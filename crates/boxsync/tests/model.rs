@@ -1122,6 +1122,7 @@ impl World {
             mailboxes: Vec::new(),
             excludes: Vec::new(),
             lock_timeout: 0,
+            filter: Default::default(),
         };
         let outcome = if std::env::var_os("BOXSYNC_TEST_WIRE").is_some_and(|v| v == "1") {
             // The IMAP side spools into its index directory, not into Dovecot's Maildir.

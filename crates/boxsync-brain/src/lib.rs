@@ -442,22 +442,7 @@ fn run_inner(
             }
         }
         _ => {
-            link.send(Record::Handshake(Box::new(Handshake {
-                hostname: hostname(),
-                sync_type: SyncType::Changed,
-                backup_send: false,
-                backup_recv: false,
-                no_backup_overwrite: false,
-                sync_boxes: Vec::new(),
-                exclude_mailboxes: Vec::new(),
-                lock_timeout: 0,
-                sync_box_guid: Guid128::ZERO,
-                no_mail_sync: false,
-                sync_since_timestamp: 0,
-                sync_until_timestamp: 0,
-                sync_max_size: 0,
-                sync_flags: None,
-            })))?;
+            link.send(Record::Handshake(Box::new(Handshake::plain(hostname()))))?;
             match link.recv()? {
                 Record::Handshake(h) => {
                     peer_host = h.hostname.clone();

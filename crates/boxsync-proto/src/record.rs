@@ -46,6 +46,29 @@ pub struct Handshake {
     pub sync_flags: Option<String>,
 }
 
+impl Handshake {
+    /// A handshake that asks for nothing: a fast two-way sync of everything, no lock, no
+    /// filter (what a slave sends; it adopts the master's settings).
+    pub fn plain(hostname: String) -> Handshake {
+        Handshake {
+            hostname,
+            sync_type: SyncType::Changed,
+            backup_send: false,
+            backup_recv: false,
+            no_backup_overwrite: false,
+            sync_boxes: Vec::new(),
+            exclude_mailboxes: Vec::new(),
+            lock_timeout: 0,
+            sync_box_guid: Guid128::ZERO,
+            no_mail_sync: false,
+            sync_since_timestamp: 0,
+            sync_until_timestamp: 0,
+            sync_max_size: 0,
+            sync_flags: None,
+        }
+    }
+}
+
 /// `N.existence`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Existence {

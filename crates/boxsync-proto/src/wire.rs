@@ -1864,22 +1864,7 @@ mod tests {
     }
 
     fn plain_handshake() -> Handshake {
-        Handshake {
-            hostname: "h".into(),
-            sync_type: SyncType::Changed,
-            backup_send: false,
-            backup_recv: false,
-            no_backup_overwrite: false,
-            sync_boxes: Vec::new(),
-            exclude_mailboxes: Vec::new(),
-            lock_timeout: 0,
-            sync_box_guid: Guid128::ZERO,
-            no_mail_sync: false,
-            sync_since_timestamp: 0,
-            sync_until_timestamp: 0,
-            sync_max_size: 0,
-            sync_flags: None,
-        }
+        Handshake::plain("h".into())
     }
 
     #[test]

@@ -200,49 +200,53 @@ pub(crate) fn scan_file(file: &std::fs::File, path: &Path) -> Result<FileScan> {
     Ok(out)
 }
 
-/// The message at `offset` as a reader sees it, checked to be the one with `uid`. When the
-/// file was rewritten since the offset was taken (this sync changed the folder before the
-/// other side asked for the mail, or another program did), the message is looked for by its
-/// UID through the whole file.
-pub(crate) fn read_message_at(
+/// The message at `offset` as a reader sees it, checked to be the one boxsync listed there:
+/// the same header hash, and the same X-UID unless its UID lives in boxsync's index only
+/// (`uid_in_file` false). When the file was rewritten since the offset was taken (this sync
+/// changed the folder, renumbering included, before the other side asked for the mail; or
+/// another program did), the message is looked for through the whole file: by X-UID and hash,
+/// else by hash alone.
+pub(crate) fn find_message(
     path: &Path,
     offset: u64,
-    uid: Option<Uid>,
+    uid: Uid,
+    uid_in_file: bool,
+    hash: &str,
 ) -> std::io::Result<Vec<u8>> {
     let mut f = std::fs::File::open(path)?;
     f.seek(std::io::SeekFrom::Start(offset))?;
     let mut reader = MboxReader::new(BufReader::new(&f), Flavor::Auto);
-    let at_offset = match reader.next_message() {
-        Ok(Some(m)) if uid.is_none() || format::parse_meta(&m.body).uid == uid => Some(m),
-        Ok(_) => None,
-        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => None,
+    let is_it = |body: &[u8], by_uid: bool| {
+        message_hash(body) == hash && (!by_uid || format::parse_meta(body).uid == Some(uid))
+    };
+    match reader.next_message() {
+        Ok(Some(m)) if is_it(&m.body, uid_in_file) => return Ok(format::strip_hidden(&m.body)),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {}
         Err(e) => return Err(e),
-    };
-    if let Some(m) = at_offset {
-        return Ok(format::strip_hidden(&m.body));
     }
-    let Some(uid) = uid else {
-        return Err(std::io::Error::other(format!(
-            "{}: no message at byte {offset}",
-            path.display()
-        )));
-    };
     f.seek(std::io::SeekFrom::Start(0))?;
     let reader = MboxReader::new(BufReader::with_capacity(256 << 10, &f), Flavor::Auto);
+    let mut same_hash = None;
     for m in reader {
         let m = m?;
-        if format::parse_meta(&m.body).uid == Some(uid) {
+        if is_it(&m.body, true) {
             return Ok(format::strip_hidden(&m.body));
         }
+        if same_hash.is_none() && is_it(&m.body, false) {
+            same_hash = Some(m.body);
+        }
     }
-    // Gone or renumbered meanwhile: a later sync finds it where it is now.
-    Err(std::io::Error::new(
-        std::io::ErrorKind::NotFound,
-        format!(
-            "{}: UID {uid} is no longer in the file (it changed during the sync)",
-            path.display()
-        ),
-    ))
+    same_hash.map(|b| format::strip_hidden(&b)).ok_or_else(|| {
+        // Gone meanwhile: a later sync finds what is there now.
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!(
+                "{}: UID {uid} is no longer in the file (it changed during the sync)",
+                path.display()
+            ),
+        )
+    })
 }
 
 /// (size, mtime in ns, inode): what tells that a file is unchanged.
@@ -774,30 +778,22 @@ struct MboxBody {
     offset: u64,
     uid: Uid,
     received: i64,
-    /// In a dry run, the header hash the message at `offset` must have: its UID may be one
-    /// given in memory only, which the file does not carry.
-    hash: Option<String>,
+    /// The header hash of the message: what finds it again after a rewrite.
+    hash: String,
+    /// Whether the file carries the UID as X-UID (not when it lives in the index only: a
+    /// dry run, or a file boxsync may not write).
+    uid_in_file: bool,
 }
 
 impl MailBody for MboxBody {
     fn open(&self) -> std::io::Result<Box<dyn std::io::Read + Send>> {
-        let bytes = match &self.hash {
-            None => read_message_at(&self.path, self.offset, Some(self.uid))?,
-            Some(hash) => {
-                let bytes = read_message_at(&self.path, self.offset, None)?;
-                if message_hash(&bytes) != *hash {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::NotFound,
-                        format!(
-                            "{}: UID {} is no longer in the file (it changed during the sync)",
-                            self.path.display(),
-                            self.uid
-                        ),
-                    ));
-                }
-                bytes
-            }
-        };
+        let bytes = find_message(
+            &self.path,
+            self.offset,
+            self.uid,
+            self.uid_in_file,
+            &self.hash,
+        )?;
         Ok(Box::new(std::io::Cursor::new(bytes)))
     }
 
@@ -875,7 +871,8 @@ impl Store for MboxStore {
             offset: loc.offset,
             uid,
             received: loc.received,
-            hash: (self.dry_run || f.uids_in_memory).then_some(loc.hash),
+            hash: loc.hash,
+            uid_in_file: !(self.dry_run || f.uids_in_memory),
         }))
     }
 

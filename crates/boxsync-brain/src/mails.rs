@@ -372,36 +372,45 @@ fn plan_merge(
             }
         }
     }
-    for x in 0..2 {
+    // New UIDs go out in Dovecot's order: by UID, and between two mails that had the same UID
+    // on the two sides, the lower GUID (byte order) first, so that both sides, and a Dovecot
+    // peer, number a conflict alike.
+    let mut order: Vec<(usize, usize)> = (0..2)
+        .flat_map(|x| (0..new[x].len()).map(move |i| (x, i)))
+        .collect();
+    order.sort_by(|&(xa, ia), &(xb, ib)| {
+        let (a, b) = (new[xa][ia], new[xb][ib]);
+        (a.uid, a.guid.as_bytes(), xa).cmp(&(b.uid, b.guid.as_bytes(), xb))
+    });
+    for (x, i) in order {
         let y = 1 - x;
-        for (i, c) in new[x].iter().enumerate() {
-            if used[x][i] || !writable(y) || !wants(c) {
-                continue;
+        let c = new[x][i];
+        if used[x][i] || !writable(y) || !wants(c) {
+            continue;
+        }
+        let (flags, keywords) = flags_of(c);
+        if c.uid >= sides[y].uidnext && !sides[y].saves.contains_key(&c.uid) {
+            top = top.max(c.uid + 1);
+            p.actions[y].push(Action::Save {
+                uid: c.uid,
+                from: c.uid,
+                guid: c.guid.clone(),
+                flags,
+                keywords,
+            });
+        } else {
+            let to = next;
+            next += 1;
+            if writable(x) {
+                p.actions[x].push(Action::Move { from: c.uid, to });
             }
-            let (flags, keywords) = flags_of(c);
-            if c.uid >= sides[y].uidnext && !sides[y].saves.contains_key(&c.uid) {
-                top = top.max(c.uid + 1);
-                p.actions[y].push(Action::Save {
-                    uid: c.uid,
-                    from: c.uid,
-                    guid: c.guid.clone(),
-                    flags,
-                    keywords,
-                });
-            } else {
-                let to = next;
-                next += 1;
-                if writable(x) {
-                    p.actions[x].push(Action::Move { from: c.uid, to });
-                }
-                p.actions[y].push(Action::Save {
-                    uid: to,
-                    from: c.uid,
-                    guid: c.guid.clone(),
-                    flags,
-                    keywords,
-                });
-            }
+            p.actions[y].push(Action::Save {
+                uid: to,
+                from: c.uid,
+                guid: c.guid.clone(),
+                flags,
+                keywords,
+            });
         }
     }
     p.uidnext = m.uidnext.max(s.uidnext).max(next).max(top);
@@ -487,6 +496,18 @@ mod tests {
                 .iter()
                 .any(|a| matches!(a, Action::Save { uid: 8, from: 6, guid, .. } if guid == "s6"))
         );
+        assert_eq!(p.uidnext, 9);
+    }
+
+    #[test]
+    fn a_uid_conflict_numbers_the_lower_guid_first_whichever_side_has_it() {
+        // As Dovecot does: "1795351014.M102521…" sorts before "1795351014.M91920…" (byte
+        // order), so the slave's mail gets 7 and the master's 8.
+        let m = side(vec![save(6, "1795351014.M91920P1.vm", Flags::EMPTY)], 7);
+        let s = side(vec![save(6, "1795351014.M102521P2.vm", Flags::EMPTY)], 7);
+        let p = plan(&m, &s, Mode::TwoWay, 0);
+        assert!(p.actions[1].contains(&Action::Move { from: 6, to: 7 }));
+        assert!(p.actions[0].contains(&Action::Move { from: 6, to: 8 }));
         assert_eq!(p.uidnext, 9);
     }
 

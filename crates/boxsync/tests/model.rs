@@ -1601,6 +1601,24 @@ fn must_pass_imap(ops: &[Op]) {
 }
 
 #[test]
+fn regression_imap_rename_of_a_parent_leaves_a_child_made_meanwhile_in_place() {
+    // IMAP RENAME takes the children along; a dsync rename moves one mailbox.
+    if !imapd_available() {
+        return;
+    }
+    must_pass_imap(&[
+        Op::Create { side: A, name: 2 },
+        sync_op(Kind::TwoWay, B, false, Ty::Changed),
+        Op::Rename {
+            side: A,
+            folder: 1,
+            to: 5,
+        },
+        Op::Create { side: B, name: 3 },
+    ]);
+}
+
+#[test]
 fn regression_one_way_from_a_fresh_store_merges_the_inboxes() {
     // Which INBOX GUID is lower is random: try often enough to meet both orders.
     for _ in 0..8 {

@@ -940,12 +940,28 @@ impl Store for ImapcStore {
         } else {
             self.session.rename(&old_server, &new_server)?;
         }
-        // The server took the children along: their server names follow.
-        for b in self.boxes.values_mut() {
-            if let Some(rest) = b.server.strip_prefix(&child_prefix)
-                && !sep.is_empty()
-            {
-                b.server = format!("{new_server}{sep}{rest}");
+        // The server took the children along, but a dsync rename moves one mailbox: each
+        // child goes back to the name it has on both sides (the next LIST would otherwise
+        // show it under the new parent, a rename the other side never made).
+        let children: Vec<(String, MailboxName)> = if sep.is_empty() {
+            Vec::new()
+        } else {
+            self.boxes
+                .values()
+                .filter(|b| b.server.starts_with(&child_prefix))
+                .map(|b| (b.server.clone(), b.name.clone()))
+                .collect()
+        };
+        for (old_child, name) in children {
+            let moved = format!("{new_server}{sep}{}", &old_child[child_prefix.len()..]);
+            let home = self.names.to_server(&name)?;
+            if moved != home {
+                self.session.rename(&moved, &home)?;
+            }
+            for b in self.boxes.values_mut() {
+                if b.server == old_child {
+                    b.server = home.clone();
+                }
             }
         }
         if let Some(row) = self.index.mailbox(guid)? {

@@ -8,6 +8,44 @@ use boxsync_index::{ExpungedRow, Index, MailboxRow, MessageRow};
 use boxsync_model::{Flags, Guid128, Keywords, MailboxName, Modseq, Result, Uid};
 use std::collections::{BTreeMap, HashSet};
 
+/// How much older than the scan a store's last change must be before its recorded signature
+/// (mtimes, sizes) is trusted to mean "unchanged": file systems stamp mtimes with a coarse
+/// clock, so a change in the same tick as the scan could go unseen.
+pub(crate) const SIGNATURE_MARGIN_NS: i128 = 2_000_000_000;
+
+/// Now, in nanoseconds since the epoch: the scan time signatures are compared with.
+pub(crate) fn now_ns() -> i128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128)
+}
+
+/// The messages of a mailbox as the index last recorded them, with each one's locator: what a
+/// store serves for a mailbox whose scan was skipped. `received_of` reads the received date
+/// from a locator, for stores that keep it there.
+pub(crate) fn from_index(
+    rows: Vec<MessageRow>,
+    received_of: impl Fn(&str) -> i64,
+) -> (Vec<Message>, BTreeMap<Uid, String>) {
+    let mut messages = Vec::with_capacity(rows.len());
+    let mut files = BTreeMap::new();
+    for r in rows {
+        messages.push(Message {
+            uid: r.uid,
+            guid: r.guid,
+            flags: r.flags,
+            keywords: r.keywords,
+            modseq: r.modseq,
+            base: r.base,
+            received: received_of(&r.file),
+            pop3_uidl: r.pop3_uidl,
+            pop3_order: r.pop3_order,
+        });
+        files.insert(r.uid, r.file);
+    }
+    (messages, files)
+}
+
 /// One message as the files show it now.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Seen {

@@ -6,8 +6,8 @@ use super::format::filename::{self, split_info};
 use super::format::keywords::KeywordsFile;
 use super::format::uidlist::{self, Uidlist, UidlistLock, UidlistRecord};
 use super::{Folder, LOCK_TIMEOUT};
-use crate::reconcile::{Seen, reconcile};
-use crate::{Layout, Message};
+use crate::Layout;
+use crate::reconcile::{SIGNATURE_MARGIN_NS, Seen, from_index, now_ns, reconcile};
 use boxsync_index::{Index, MailboxRow};
 use boxsync_model::error::IoContext;
 use boxsync_model::{Error, Flags, Guid128, Keywords, MailboxName, Result, mutf7};
@@ -127,13 +127,6 @@ fn mtime_ns(path: &Path) -> i128 {
         .unwrap_or(-1)
 }
 
-fn now_ns() -> i128 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i128)
-        .unwrap_or(0)
-}
-
 /// What the directory and control files looked like: if it is unchanged since a scan that
 /// happened well after the last change, the index is still right and the scan can be skipped.
 fn signature(dir: &Path) -> (String, i128) {
@@ -147,10 +140,6 @@ fn signature(dir: &Path) -> (String, i128) {
     let newest = times.iter().copied().max().unwrap_or(0);
     (times.map(|t| t.to_string()).join(","), newest)
 }
-
-/// How much older than the scan the newest change must be before a signature is trusted
-/// (file systems stamp mtimes with a coarse clock).
-const SIGNATURE_MARGIN_NS: i128 = 2_000_000_000;
 
 fn read_uidlist(dir: &Path) -> Result<Option<Uidlist>> {
     let path = dir.join(UIDLIST);
@@ -561,23 +550,8 @@ pub(crate) fn load_folder(index: &Index, guid: Guid128, folder: &mut Folder) -> 
     if folder.loaded {
         return Ok(());
     }
-    let rows = index.messages(guid)?;
-    folder.messages = Vec::with_capacity(rows.len());
-    folder.files.clear();
-    for r in rows {
-        folder.files.insert(r.uid, r.file);
-        folder.messages.push(Message {
-            uid: r.uid,
-            guid: r.guid,
-            flags: r.flags,
-            keywords: r.keywords,
-            modseq: r.modseq,
-            base: r.base,
-            received: 0,
-            pop3_uidl: r.pop3_uidl,
-            pop3_order: r.pop3_order,
-        });
-    }
+    // Maildir's received date is the file's mtime, read when the body is.
+    (folder.messages, folder.files) = from_index(index.messages(guid)?, |_| 0);
     folder.loaded = true;
     Ok(())
 }

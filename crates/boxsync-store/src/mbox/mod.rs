@@ -20,7 +20,7 @@ mod writer;
 
 use crate::maildir::format::mailbox_log::{self, LogKind, LogRecord};
 use crate::maildir::format::subscriptions::{self, Subscriptions};
-use crate::reconcile::{Seen, reconcile};
+use crate::reconcile::{SIGNATURE_MARGIN_NS, Seen, now_ns, reconcile};
 use crate::{ExpungedRow, HeaderUpdate, MailboxEntry, MailboxWriter, Message, Store, Tombstones};
 use crate::{hdr_hash, location::expand_home};
 use boxsync_index::{Index, MailboxRow};
@@ -255,16 +255,6 @@ fn file_signature(path: &Path) -> Option<(String, i128)> {
     let mtime = i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec());
     Some((format!("mbox {} {} {}", m.len(), mtime, m.ino()), mtime))
 }
-
-fn now_ns() -> i128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i128)
-}
-
-/// How much older than the scan a file's last change must be before its signature is
-/// trusted to mean "unchanged" (mtimes are stamped with a coarse clock).
-const SIGNATURE_MARGIN_NS: i128 = 2_000_000_000;
 
 /// Whether an error says that a file or its directory cannot be written (permissions, a
 /// read-only file system), as opposed to a failure worth stopping for.
@@ -749,24 +739,10 @@ impl MboxStore {
         if folder.loaded {
             return Ok(());
         }
-        let rows = self.index.messages(guid)?;
-        folder.messages = Vec::with_capacity(rows.len());
-        folder.files.clear();
-        for r in rows {
-            let received = Locator::decode(&r.file).map_or(0, |l| l.received);
-            folder.files.insert(r.uid, r.file);
-            folder.messages.push(Message {
-                uid: r.uid,
-                guid: r.guid,
-                flags: r.flags,
-                keywords: r.keywords,
-                modseq: r.modseq,
-                base: r.base,
-                received,
-                pop3_uidl: r.pop3_uidl,
-                pop3_order: r.pop3_order,
+        (folder.messages, folder.files) =
+            crate::reconcile::from_index(self.index.messages(guid)?, |file| {
+                Locator::decode(file).map_or(0, |l| l.received)
             });
-        }
         folder.loaded = true;
         Ok(())
     }

@@ -1161,6 +1161,17 @@ mod tests {
     }
 
     #[test]
+    fn help_settings_names_every_setting_the_imap_stores_accept() {
+        // Two lists that must agree: the one `-o` checks and the one `help settings` prints.
+        for k in stores::IMAPC_SETTINGS {
+            assert!(
+                SETTINGS.iter().any(|(n, _, _)| n == k),
+                "{k} is not in SETTINGS"
+            );
+        }
+    }
+
+    #[test]
     fn byte_counts_read_as_a_person_reads_them() {
         assert_eq!(human_bytes(0), "0 B");
         assert_eq!(human_bytes(1023), "1023 B");

@@ -5,6 +5,7 @@
 
 pub mod link;
 pub mod mails;
+pub mod progress;
 pub mod tree;
 
 use boxsync_model::{Error, ExitCode, Flags, Guid128, Keywords, MailboxName, Modseq, Result, Uid};
@@ -59,6 +60,15 @@ pub struct Settings {
     pub lock_timeout: u32,
     /// `-g`, `-t`, `-e`, `-I`, `-O`: which mailboxes and which missing mail to sync.
     pub filter: Filter,
+    /// `-C`, `dsync_alt_char`: replaces, in the other side's mailbox names, what this side's
+    /// store cannot hold (see [`tree::repair_names`]). The slave takes the master's.
+    pub alt_char: char,
+    /// `-a`: a mailbox holding every message, from which a side copies mail it lacks by GUID
+    /// rather than asking the other side (a message moved between mailboxes is not sent
+    /// again). Its name as the brain joins levels (`/`).
+    pub virtual_all_box: Option<String>,
+    /// `-v`: where to report progress. Never sent: a slave has its own or none.
+    pub progress: Option<progress::ProgressHandle>,
 }
 
 /// doveadm's sync filters. As in Dovecot (`dsync_mailbox_import_want_change()`), the date,
@@ -187,8 +197,25 @@ pub fn sync_local(
     settings: Settings,
 ) -> Result<Outcome> {
     let (mut a, mut b) = link::pair();
+    // Both brains count what they save, so neither counts what it sends.
+    let mut settings = settings;
+    if let Some(p) = &mut settings.progress {
+        p.counts_sends = false;
+    }
+    let slave_progress = settings.progress.clone();
     std::thread::scope(|scope| {
-        let slave_thread = scope.spawn(move || run(Role::Slave, slave, &mut b, None));
+        let slave_thread = scope.spawn(move || {
+            let mut outcome = Outcome::default();
+            let result = run_inner(
+                Role::Slave,
+                slave,
+                &mut b,
+                None,
+                slave_progress,
+                &mut outcome,
+            );
+            finish_run(result, &mut b, outcome)
+        });
         let master_result = run(Role::Master, master, &mut a, Some(settings));
         drop(a);
         let slave_result = slave_thread
@@ -342,13 +369,19 @@ pub fn run(
     settings: Option<Settings>,
 ) -> Result<Outcome> {
     let mut outcome = Outcome::default();
-    let result = run_inner(role, store, link, settings, &mut outcome);
+    let result = run_inner(role, store, link, settings, None, &mut outcome);
+    finish_run(result, link, outcome)
+}
+
+/// A failed brain tells its peer, so that it ends instead of hanging.
+fn finish_run(result: Result<()>, link: &mut dyn Link, outcome: Outcome) -> Result<Outcome> {
     if let Err(e) = result {
         // Tell a waiting peer, so it ends instead of hanging.
         let _ = link.send(Record::Finish(Finish {
             error: Some(e.to_string()),
             mail_error: mail_error_of(e.exit_code()),
             require_full_resync: false,
+            dry_run: None,
         }));
         return Err(e);
     }
@@ -373,6 +406,7 @@ fn handshake_of(settings: &Settings) -> Handshake {
     };
     Handshake {
         hostname: hostname(),
+        ns_prefix: None,
         sync_type: settings.sync_type,
         backup_send,
         backup_recv,
@@ -386,7 +420,28 @@ fn handshake_of(settings: &Settings) -> Handshake {
         sync_until_timestamp: settings.filter.until,
         sync_max_size: settings.filter.max_size,
         sync_flags: settings.filter.flag.clone(),
+        alt_char: Some(settings.alt_char),
+        virtual_all_box: settings.virtual_all_box.clone(),
+        // Asked for by the transport that carries a remote dry run (boxsync_transport::dry_run).
+        dry_run: false,
     }
+}
+
+/// Two boxsync ends name mailboxes under their namespace prefixes: when those differ, one
+/// side's `Mail/Sent` is a new mailbox to the other, so both stop before the trees meet. (A
+/// Dovecot peer does not say; it must be configured alike.)
+fn check_namespace(store: &dyn Store, peer: &Handshake) -> Result<()> {
+    let Some(theirs) = &peer.ns_prefix else {
+        return Ok(());
+    };
+    let mine = store.namespace_prefix();
+    if !boxsync_store::namespace::same_prefix(&mine, theirs) {
+        return Err(Error::Config(format!(
+            "the namespace prefixes differ: {mine:?} here, {theirs:?} on the other side (give \
+             both sides the same namespace settings)"
+        )));
+    }
+    Ok(())
 }
 
 /// The settings a slave takes from the master's handshake.
@@ -418,6 +473,10 @@ pub fn settings_of(h: &Handshake) -> Settings {
             max_size: h.sync_max_size,
             flag: h.sync_flags.clone(),
         },
+        // A master that sends none (an old Dovecot) leaves us Dovecot's default.
+        alt_char: h.alt_char.unwrap_or(boxsync_model::name::DEFAULT_ALT_CHAR),
+        virtual_all_box: h.virtual_all_box.clone(),
+        progress: None,
     }
 }
 
@@ -426,15 +485,19 @@ fn run_inner(
     store: &mut dyn Store,
     link: &mut dyn Link,
     settings: Option<Settings>,
+    slave_progress: Option<progress::ProgressHandle>,
     outcome: &mut Outcome,
 ) -> Result<()> {
     // Handshake.
     let peer_host;
     let mut settings = match (role, settings) {
         (Role::Master, Some(s)) => {
-            link.send(Record::Handshake(Box::new(handshake_of(&s))))?;
+            let mut mine = handshake_of(&s);
+            mine.ns_prefix = Some(store.namespace_prefix());
+            link.send(Record::Handshake(Box::new(mine)))?;
             match link.recv()? {
                 Record::Handshake(h) => {
+                    check_namespace(store, &h)?;
                     peer_host = h.hostname;
                     s
                 }
@@ -442,11 +505,17 @@ fn run_inner(
             }
         }
         _ => {
-            link.send(Record::Handshake(Box::new(Handshake::plain(hostname()))))?;
+            let mut mine = Handshake::plain(hostname());
+            mine.ns_prefix = Some(store.namespace_prefix());
+            link.send(Record::Handshake(Box::new(mine)))?;
             match link.recv()? {
                 Record::Handshake(h) => {
+                    check_namespace(store, &h)?;
                     peer_host = h.hostname.clone();
-                    settings_of(&h)
+                    Settings {
+                        progress: slave_progress,
+                        ..settings_of(&h)
+                    }
                 }
                 r => return Err(unexpected(r, "handshake")),
             }
@@ -515,6 +584,10 @@ fn run_inner(
         Record::Deletes(d) => theirs.deletes = d,
         r => return Err(unexpected(r, "deletes")),
     }
+    let alt = settings.alt_char;
+    for (from, to) in tree::repair_names(&mut theirs.nodes, alt, |n| store.fix_name(n, alt)) {
+        tracing::debug!("the other side's mailbox {from:?} is {to:?} here (alt char {alt:?})");
+    }
     let (master_tree, slave_tree) = if role == Role::Master {
         (&mine, &theirs)
     } else {
@@ -546,9 +619,13 @@ fn run_inner(
         } else {
             &plan.boxes[..]
         };
-        for b in boxes {
+        let progress = settings.progress.clone();
+        for (position, b) in boxes.iter().enumerate() {
             if dest_skips(&b.guid) {
                 continue;
+            }
+            if let Some(p) = &progress {
+                p.sink.mailbox_started(&b.name, position + 1, boxes.len());
             }
             let mine = my_record(store, b.guid);
             link.send(Record::Mailbox(mine.clone()))?;
@@ -559,6 +636,9 @@ fn run_inner(
             sync_mailbox(
                 role, store, link, &settings, &states, &b.name, &mine, &theirs, outcome,
             )?;
+            if let Some(p) = &progress {
+                p.sink.mailbox_finished();
+            }
         }
         link.send(Record::End)?;
         match link.recv()? {
@@ -599,6 +679,7 @@ fn run_inner(
             error,
             mail_error,
             require_full_resync: false,
+            dry_run: None,
         }))?;
     }
     Ok(())
@@ -1135,6 +1216,14 @@ fn sync_mailbox(
                 .push((*uid, guid.clone(), *flags, keywords.clone()));
         }
     }
+    let local_copies = copies_from_all_box(store, guid, settings, &mut wanted)?;
+    if !local_copies.is_empty() {
+        tracing::info!(
+            "mailbox {name}: {} messages copied from {} instead of from the other side",
+            local_copies.len(),
+            settings.virtual_all_box.as_deref().unwrap_or_default()
+        );
+    }
     for (from, saves) in &wanted {
         link.send(Record::Request(MailRequest {
             guid: saves[0].1.clone(),
@@ -1160,6 +1249,12 @@ fn sync_mailbox(
             None => None,
         };
         let (pop3_uidl, pop3_order) = found.unwrap_or((None, None));
+        let body = match (body, &settings.progress) {
+            (Some(b), Some(p)) if p.counts_sends => {
+                Some(Box::new(progress::CountedBody::new(b, p.sink.clone())) as Box<dyn MailBody>)
+            }
+            (body, _) => body,
+        };
         let received_date = body.as_ref().and_then(|b| b.received()).unwrap_or(0);
         answers.push(Mail {
             guid: r.guid.clone(),
@@ -1172,6 +1267,12 @@ fn sync_mailbox(
         });
     }
     drop(my_messages);
+    if role == Role::Master
+        && let Some(p) = &settings.progress
+    {
+        let to_send = answers.iter().filter(|a| a.body.is_some()).count();
+        p.sink.planned((wanted.len() + to_send) as u64);
+    }
     for a in answers {
         if a.body.is_some() {
             outcome.sent += 1;
@@ -1185,6 +1286,7 @@ fn sync_mailbox(
     let writes_needed = !protected
         && (!my_actions.is_empty()
             || !wanted.is_empty()
+            || !local_copies.is_empty()
             || mine.uid_validity != uidvalidity
             || mine.uid_next != plan.uidnext
             || mine.highest_modseq != new_h);
@@ -1207,6 +1309,28 @@ fn sync_mailbox(
     let mut report = boxsync_store::WriteReport::default();
     if writes_needed {
         let mut writer = store.writer(guid, header)?;
+        for (saves, body) in local_copies {
+            let body = WatchedBody::new(body);
+            for (uid, g, flags, kws) in saves {
+                let meta = boxsync_store::SaveMeta {
+                    uid,
+                    guid: g,
+                    flags,
+                    keywords: kws.clone(),
+                    received: body.received().unwrap_or(0),
+                    pop3_uidl: None,
+                    pop3_order: None,
+                };
+                match writer.save(meta, &body) {
+                    Ok(()) => writer.set_base(uid, flags, kws),
+                    Err(e) if body.read_failed() => record_error(
+                        outcome,
+                        Error::data(format!("mailbox {name}: copying from the all mailbox: {e}")),
+                    ),
+                    Err(e) => return Err(e),
+                }
+            }
+        }
         let mut received_mail = 0usize;
         loop {
             match link.recv()? {
@@ -1229,7 +1353,15 @@ fn sync_mailbox(
                         outcome.changed_during_sync = true;
                         continue;
                     };
-                    let body = WatchedBody::new(body);
+                    let (body, finisher) = match &settings.progress {
+                        Some(p) => {
+                            let counted = progress::CountedBody::new(body, p.sink.clone());
+                            let finisher = counted.finisher();
+                            (WatchedBody::new(Box::new(counted)), Some(finisher))
+                        }
+                        None => (WatchedBody::new(body), None),
+                    };
+                    let mut all_saved = true;
                     for (uid, g, flags, kws) in saves {
                         let saved = writer.save(
                             boxsync_store::SaveMeta {
@@ -1260,9 +1392,13 @@ fn sync_mailbox(
                                     e => Error::data(format!("{what}: {e}")),
                                 };
                                 record_error(outcome, e);
+                                all_saved = false;
                             }
                             Err(e) => return Err(e),
                         }
+                    }
+                    if all_saved && let Some(f) = finisher {
+                        f.finish();
                     }
                 }
                 Record::End => break,
@@ -1379,6 +1515,54 @@ fn sync_mailbox(
         });
     }
     Ok(())
+}
+
+/// One message's saves into this mailbox, with the body they come from.
+type Copy = (Vec<(Uid, String, Flags, Keywords)>, Box<dyn MailBody>);
+
+/// `-a`: takes out of `wanted` the mail this side's all mailbox has (by GUID), with bodies
+/// read from there. Nothing when `-a` is not given, this side has no such mailbox, or it is
+/// the mailbox being synced.
+fn copies_from_all_box(
+    store: &mut dyn Store,
+    mailbox: Guid128,
+    settings: &Settings,
+    wanted: &mut BTreeMap<Uid, Vec<(Uid, String, Flags, Keywords)>>,
+) -> Result<Vec<Copy>> {
+    let Some(all_name) = &settings.virtual_all_box else {
+        return Ok(Vec::new());
+    };
+    let Some(all) = store
+        .mailboxes()
+        .into_iter()
+        .find(|m| m.name.to_string() == *all_name)
+        .map(|m| m.guid)
+        .filter(|g| *g != mailbox)
+    else {
+        return Ok(Vec::new());
+    };
+    if wanted.is_empty() {
+        return Ok(Vec::new());
+    }
+    store.load(all)?;
+    let by_guid: HashMap<String, Uid> = store
+        .messages(all)?
+        .iter()
+        .filter(|m| !m.guid.is_empty())
+        .map(|m| (m.guid.clone(), m.uid))
+        .collect();
+    let mut copies = Vec::new();
+    let mut taken = Vec::new();
+    for (from, saves) in wanted.iter() {
+        if let Some(uid) = by_guid.get(&saves[0].1) {
+            copies.push((saves.clone(), store.body(all, *uid)?));
+            taken.push(*from);
+        }
+    }
+    for from in taken {
+        wanted.remove(&from);
+    }
+    Ok(copies)
 }
 
 fn state_after(guid: Guid128, m: &MailboxRecord, s: &MailboxRecord) -> MailboxState {

@@ -7,11 +7,15 @@
 //! by its timestamp (a tie goes to the master); two mailboxes created independently under one
 //! name become one (the lower GUID adopts the higher); other name clashes give the newer mailbox
 //! the name `<name>-<guid>`; subscriptions go to the newer change, "subscribed" on a tie.
+//!
+//! Before planning, each side gives the other side's mailboxes names its own store can hold
+//! ([`repair_names`], dsync's alt char), so each plan is in its own side's names: mailboxes are
+//! matched by GUID, so the two plans still agree on which mailboxes there are.
 
 use crate::{Mode, Role};
 use boxsync_model::{Guid128, MailboxName};
 use boxsync_proto::{Deletes, Existence, TreeNode};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 /// One side's tree as sent in `N` and `D` records.
 #[derive(Clone, Debug, Default)]
@@ -67,6 +71,64 @@ fn unsubscribed_at(side: &TreeSide, name: &MailboxName) -> i64 {
         .map(|(_, t)| *t)
         .max()
         .unwrap_or(0)
+}
+
+/// Gives the other side's mailboxes names this side's store can hold (dsync's
+/// `dsync_alt_char` repair, reference §1.6): control characters become `alt`, then `fix` (the
+/// store's `fix_name`) repairs what else the store cannot hold. A mailbox whose name no repair
+/// makes fit, or whose repaired name is another of that side's mailboxes' name (as it is or
+/// repaired), is named after its GUID instead, so that no two mailboxes share a name; the
+/// repair never makes INBOX of another mailbox either.
+///
+/// Everything depends on the names alone, so a later sync repairs them the same way and the
+/// mailbox this side made under the repaired name matches its original: no rename back.
+/// Returns each changed name, old then new.
+pub fn repair_names(
+    nodes: &mut [TreeNode],
+    alt: char,
+    fix: impl Fn(&MailboxName) -> Option<MailboxName>,
+) -> Vec<(MailboxName, MailboxName)> {
+    let originals: HashSet<MailboxName> = nodes.iter().map(|n| n.name.clone()).collect();
+    // `None`: the name fits as it is. `Some(None)`: nothing makes it fit.
+    let repaired: Vec<Option<Option<MailboxName>>> = nodes
+        .iter()
+        .map(|n| {
+            let fixed = n
+                .name
+                .replace_chars(char::is_control, alt)
+                .ok()
+                .and_then(|c| fix(&c));
+            (fixed.as_ref() != Some(&n.name)).then_some(fixed)
+        })
+        .collect();
+    let mut times_taken: HashMap<&MailboxName, usize> = HashMap::new();
+    for name in repaired.iter().flatten().flatten() {
+        *times_taken.entry(name).or_default() += 1;
+    }
+    let mut changed = Vec::new();
+    for (n, fixed) in nodes.iter_mut().zip(&repaired) {
+        let Some(fixed) = fixed else { continue };
+        let usable = fixed.as_ref().filter(|f| {
+            !originals.contains(*f)
+                && times_taken.get(*f) == Some(&1)
+                && f.is_inbox() == n.name.is_inbox()
+        });
+        let new = match (usable, n.mailbox_guid.is_zero()) {
+            (Some(f), _) => f.clone(),
+            // A name without a mailbox only keeps this side from touching that name: the
+            // best repair there is, or the name as it is, does that.
+            (None, true) => fixed.clone().unwrap_or_else(|| n.name.clone()),
+            (None, false) => match MailboxName::from_parts([n.mailbox_guid.to_string()]) {
+                Ok(g) => g,
+                // Thirty-two hex digits are a valid level; kept as it is if that ever changed.
+                Err(_) => continue,
+            },
+        };
+        if new != n.name {
+            changed.push((std::mem::replace(&mut n.name, new.clone()), new));
+        }
+    }
+    changed
 }
 
 /// Computes the final tree. `side(Role)` order: index 0 is the master's tree, 1 the slave's.
@@ -336,6 +398,74 @@ mod tests {
         assert_eq!(p.boxes.len(), 2);
         let ns = names(&p);
         assert!(ns.contains(&"X".to_owned()), "{ns:?}");
+    }
+
+    /// What a Maildir++ store does: `.` inside a level becomes the alt char.
+    fn maildir_plus_plus(name: &MailboxName, alt: char) -> Option<MailboxName> {
+        let fixed = name.replace_chars(|c| c == '.', alt).ok()?;
+        (fixed.to_string().len() <= 40).then_some(fixed)
+    }
+
+    fn repaired(names: &[(&str, u8)], alt: char) -> (Vec<String>, usize) {
+        let mut nodes: Vec<TreeNode> = names.iter().map(|(n, g)| node(n, *g, 0)).collect();
+        let changed = repair_names(&mut nodes, alt, |n| maildir_plus_plus(n, alt));
+        (
+            nodes.iter().map(|n| n.name.to_string()).collect(),
+            changed.len(),
+        )
+    }
+
+    #[test]
+    fn other_sides_names_are_repaired_for_this_store() {
+        let (names, changed) = repaired(&[("a.b", 1), ("Work/x.y", 2), ("c\u{1}d", 3)], '_');
+        assert_eq!(names, ["a_b", "Work/x_y", "c_d"]);
+        assert_eq!(changed, 3);
+        let (names, _) = repaired(&[("a.b", 1)], '+');
+        assert_eq!(names, ["a+b"]);
+        let (names, changed) = repaired(&[("INBOX", 1), ("fine", 2)], '_');
+        assert_eq!((names, changed), (vec!["INBOX".into(), "fine".into()], 0));
+    }
+
+    #[test]
+    fn repairs_that_collide_or_fail_take_the_guid() {
+        let g = |b: u8| Guid128([b; 16]).to_string();
+        // `a_b` is the other side's own name: the repaired `a.b` may not take it.
+        let (names, _) = repaired(&[("a.b", 1), ("a_b", 2)], '_');
+        assert_eq!(names, [g(1), "a_b".into()]);
+        // Two repairs onto one name: neither wins, whatever the order.
+        let (names, _) = repaired(&[("x.y", 3), ("x\u{1}y", 4)], '_');
+        assert_eq!(names, [g(3), g(4)]);
+        let (names, _) = repaired(&[("x\u{1}y", 4), ("x.y", 3)], '_');
+        assert_eq!(names, [g(4), g(3)]);
+        // Too long for the store even when repaired.
+        let long = format!("{}.{}", "a".repeat(30), "b".repeat(30));
+        let (names, _) = repaired(&[(long.as_str(), 5)], '_');
+        assert_eq!(names, [g(5)]);
+        // An alt char that makes INBOX of another mailbox is refused too.
+        let (names, _) = repaired(&[("inbo\u{1}", 6)], 'x');
+        assert_eq!(names, [g(6)]);
+        // The GUID name is stable: repairing it again changes nothing.
+        let mut nodes = vec![node("a.b", 1, 0), node("a_b", 2, 0)];
+        repair_names(&mut nodes, '_', |n| maildir_plus_plus(n, '_'));
+        assert!(repair_names(&mut nodes, '_', |n| maildir_plus_plus(n, '_')).is_empty());
+    }
+
+    #[test]
+    fn a_repaired_name_matches_the_mailbox_made_under_it() {
+        // First sync: this Maildir++ side learns of `a.b` and plans `a_b`.
+        let mut theirs = side(vec![node("INBOX", 9, 0), node("a.b", 1, 0)]);
+        repair_names(&mut theirs.nodes, '_', |n| maildir_plus_plus(n, '_'));
+        let source = Mode::Backup {
+            source: Role::Master,
+        };
+        let p = plan(&theirs, &side(vec![node("INBOX", 9, 0)]), source);
+        assert_eq!(names(&p), ["INBOX", "a_b"]);
+        // Next sync: the same repair gives the name it now has, so nothing is renamed.
+        let mine = side(vec![node("INBOX", 9, 0), node("a_b", 1, 0)]);
+        let mut theirs = side(vec![node("INBOX", 9, 0), node("a.b", 1, 0)]);
+        repair_names(&mut theirs.nodes, '_', |n| maildir_plus_plus(n, '_'));
+        assert_eq!(names(&plan(&theirs, &mine, source)), ["INBOX", "a_b"]);
+        assert_eq!(names(&plan(&mine, &theirs, Mode::TwoWay)), ["INBOX", "a_b"]);
     }
 
     #[test]

@@ -18,6 +18,10 @@ pub enum SyncType {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Handshake {
     pub hostname: String,
+    /// A boxsync extension (`x_ns_prefix`): the prefix of the namespace this side syncs
+    /// (`Mail.`, or empty), sent by both sides, so that two ends whose mailbox names would not
+    /// line up stop before changing anything. `None` from Dovecot.
+    pub ns_prefix: Option<String>,
     pub sync_type: SyncType,
     /// The master sends mail, the slave only receives (`backup`); reversed for the slave.
     pub backup_send: bool,
@@ -44,6 +48,17 @@ pub struct Handshake {
     /// `-O`: save only missing mail with this flag or keyword (`\Seen`, `$Label`), or with a
     /// leading `-`, only mail without it. Dovecot's string form, passed on as given.
     pub sync_flags: Option<String>,
+    /// `-C`, `dsync_alt_char`: what replaces, in the other side's mailbox names, what a store
+    /// cannot hold. The master sends its own; a slave uses it (its own default when absent).
+    pub alt_char: Option<char>,
+    /// `-a`: a mailbox holding every message (a virtual `\All`, Gmail's `All Mail`), from
+    /// which a side copies mail it lacks by GUID instead of asking the other side for it.
+    pub virtual_all_box: Option<String>,
+    /// A boxsync extension (`x_dry_run`): the master asks the slave to open its store for
+    /// `--dry-run`, change nothing and report what it would change in its finish record; a
+    /// slave that does so says it in its own handshake. A master that does not see it there
+    /// (a Dovecot slave ignores the key) must not go on.
+    pub dry_run: bool,
 }
 
 impl Handshake {
@@ -52,6 +67,7 @@ impl Handshake {
     pub fn plain(hostname: String) -> Handshake {
         Handshake {
             hostname,
+            ns_prefix: None,
             sync_type: SyncType::Changed,
             backup_send: false,
             backup_recv: false,
@@ -65,6 +81,9 @@ impl Handshake {
             sync_until_timestamp: 0,
             sync_max_size: 0,
             sync_flags: None,
+            alt_char: None,
+            virtual_all_box: None,
+            dry_run: false,
         }
     }
 }
@@ -238,6 +257,20 @@ pub struct Finish {
     /// Dovecot's `enum mail_error`, 0 for none.
     pub mail_error: u32,
     pub require_full_resync: bool,
+    /// A boxsync extension, sent only to a master that asked for a dry run (and whose
+    /// handshake the slave answered with `dry_run`): what the slave's store would have changed.
+    pub dry_run: Option<DryRunReport>,
+}
+
+/// What a slave opened for `--dry-run` would have changed (`F.x_dry_run_store` and
+/// `F.x_dry_run_lines`), for the master to print as it prints its own.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DryRunReport {
+    /// The slave's description of its store, which prefixes each line when printed.
+    pub store: String,
+    /// One line per change, in the order the changes were asked for; empty when nothing
+    /// would change.
+    pub lines: Vec<String>,
 }
 
 /// Everything that travels between two brains. `End` is the `.` line that closes a list.

@@ -10,8 +10,8 @@
 
 use crate::MailboxState;
 use crate::record::{
-    ChangeType, Deletes, Existence, Finish, Handshake, KeywordChange, Mail, MailChange,
-    MailRequest, MailboxRecord, Record, SyncType, TreeNode,
+    ChangeType, Deletes, DryRunReport, Existence, Finish, Handshake, KeywordChange, Mail,
+    MailChange, MailRequest, MailboxRecord, Record, SyncType, TreeNode,
 };
 use boxsync_model::{Flags, Guid128, MailboxName};
 use std::collections::HashSet;
@@ -654,6 +654,10 @@ const HANDSHAKE: Schema = Schema {
         "alt_char",
         // Extension: `-m` given more than once (Dovecot's sync_box holds one name).
         "x_sync_boxes",
+        // Extension: Handshake::ns_prefix.
+        "x_ns_prefix",
+        // Extension: Handshake::dry_run, a flag.
+        "x_dry_run",
     ],
     required: 1,
 };
@@ -777,7 +781,14 @@ const MAIL: Schema = Schema {
 
 const FINISH: Schema = Schema {
     letter: b'F',
-    keys: &["error", "mail_error", "require_full_resync"],
+    keys: &[
+        "error",
+        "mail_error",
+        "require_full_resync",
+        // Extension: Finish::dry_run, the store's description and a list of lines.
+        "x_dry_run_store",
+        "x_dry_run_lines",
+    ],
     required: 0,
 };
 
@@ -1087,9 +1098,19 @@ fn encode_handshake(h: &Handshake, out: &mut Vec<u8>) {
             h.sync_until_timestamp,
         );
     }
+    if let Some(b) = &h.virtual_all_box {
+        w.value(key!(HANDSHAKE, "virtual_all_box"), b.as_bytes());
+    }
+    if let Some(c) = h.alt_char {
+        w.value(key!(HANDSHAKE, "alt_char"), c.to_string().as_bytes());
+    }
     if h.sync_boxes.len() > 1 {
         w.value(key!(HANDSHAKE, "x_sync_boxes"), &nested_list(&h.sync_boxes));
     }
+    if let Some(p) = &h.ns_prefix {
+        w.value(key!(HANDSHAKE, "x_ns_prefix"), p.as_bytes());
+    }
+    w.flag(key!(HANDSHAKE, "x_dry_run"), h.dry_run);
     w.finish();
 }
 
@@ -1110,6 +1131,8 @@ fn decode_handshake(f: &Fields) -> Result<Handshake, WireError> {
     };
     Ok(Handshake {
         hostname: f.required(key!(HANDSHAKE, "hostname"), hostname)?,
+        ns_prefix: f.string(key!(HANDSHAKE, "x_ns_prefix"))?,
+        virtual_all_box: f.string(key!(HANDSHAKE, "virtual_all_box"))?,
         sync_type,
         backup_send: f.flag(key!(HANDSHAKE, "backup_recv")),
         backup_recv: f.flag(key!(HANDSHAKE, "backup_send")),
@@ -1125,6 +1148,11 @@ fn decode_handshake(f: &Fields) -> Result<Handshake, WireError> {
         sync_until_timestamp: positive_time(f, key!(HANDSHAKE, "sync_until_timestamp"))?,
         sync_max_size: f.u64(key!(HANDSHAKE, "sync_max_size"))?.unwrap_or(0),
         sync_flags: f.string(key!(HANDSHAKE, "sync_flags"))?,
+        // Dovecot sends one character and reads only the first: so do we.
+        alt_char: f
+            .string(key!(HANDSHAKE, "alt_char"))?
+            .and_then(|s| s.chars().next()),
+        dry_run: f.flag(key!(HANDSHAKE, "x_dry_run")),
     })
 }
 
@@ -1493,6 +1521,12 @@ fn encode_finish(fin: &Finish, out: &mut Vec<u8>) {
         w.decimal(key!(FINISH, "mail_error"), fin.mail_error);
     }
     w.flag(key!(FINISH, "require_full_resync"), fin.require_full_resync);
+    if let Some(report) = &fin.dry_run {
+        w.value(key!(FINISH, "x_dry_run_store"), report.store.as_bytes());
+        if !report.lines.is_empty() {
+            w.value(key!(FINISH, "x_dry_run_lines"), &nested_list(&report.lines));
+        }
+    }
     w.finish();
 }
 
@@ -1501,6 +1535,14 @@ fn decode_finish(f: &Fields) -> Result<Finish, WireError> {
         error: f.string(key!(FINISH, "error"))?,
         mail_error: f.u32(key!(FINISH, "mail_error"))?.unwrap_or(0),
         require_full_resync: f.flag(key!(FINISH, "require_full_resync")),
+        // The store's description says a report is there, even one without lines.
+        dry_run: match f.string(key!(FINISH, "x_dry_run_store"))? {
+            Some(store) => Some(DryRunReport {
+                store,
+                lines: f.string_list(key!(FINISH, "x_dry_run_lines"))?,
+            }),
+            None => None,
+        },
     })
 }
 
@@ -1737,8 +1779,6 @@ mod tests {
             (b"..", "\"..\""),
             (b"a\x01tb/c", "\"a/b/c\""),
             (b"a\x010b", "\"a\\0b\""),
-            (b"a\x0111b", "\"a\\u{1}b\""),
-            (b"a\x7fb", "\"a\\u{7f}b\""),
             (b"a\x01t\x01tb", "\"a//b\""),
             (b"", "\"\""),
         ] {
@@ -1751,6 +1791,18 @@ mod tests {
         }
         let e = decode_ours(b"N\xc3\x28\ty").unwrap_err();
         assert!(e.0.contains("not UTF-8"), "{e}");
+        // Control characters other than NUL are names the receiving brain repairs with its
+        // alt char, as Dovecot's does, not protocol errors.
+        for (name, want) in [(&b"a\x0111b"[..], "a\u{1}b"), (b"del\x7f", "del\u{7f}")] {
+            let mut line = b"N".to_vec();
+            line.extend_from_slice(name);
+            line.extend_from_slice(b"\ty");
+            let (d, _) = decode_ours(&line).unwrap();
+            let Decoded::Record(Record::Node(n)) = d else {
+                panic!("{d:?}")
+            };
+            assert_eq!(n.name.parts(), [want]);
+        }
         // A huge name is not copied whole into the message.
         let mut line = b"N".to_vec();
         line.extend(std::iter::repeat_n(b'x', 5000));
@@ -1876,6 +1928,7 @@ mod tests {
             sync_until_timestamp: 1_800_000_000,
             sync_max_size: 2048,
             sync_flags: Some("-\\Seen".into()),
+            alt_char: Some('+'),
             ..plain_handshake()
         };
         let line = encoded(&Record::Handshake(Box::new(h.clone())));
@@ -1896,11 +1949,145 @@ mod tests {
         assert_eq!(at("sync_until_timestamp"), "1800000000");
         assert_eq!(at("sync_max_size"), "2048");
         assert_eq!(at("sync_flags"), "-\\Seen");
+        assert_eq!(at("alt_char"), "+");
         let (d, _) = decode_ours(line.strip_suffix(b"\n").unwrap()).unwrap();
         let Decoded::Record(Record::Handshake(back)) = d else {
             panic!("{d:?}")
         };
         assert_eq!(*back, h);
+    }
+
+    /// A greeting with Dovecot's keys only (ours without the `x_` extensions), as a Dovecot
+    /// peer announces them.
+    fn dovecot_schemas() -> PeerSchemas {
+        let mut peer = PeerSchemas::new();
+        assert!(
+            !peer
+                .feed_line(VERSION_LINE.strip_suffix(b"\n").unwrap())
+                .unwrap()
+        );
+        for schema in SCHEMAS {
+            let mut line = vec![schema.letter];
+            let keys: Vec<&str> = schema
+                .keys
+                .iter()
+                .copied()
+                .filter(|k| !k.starts_with("x_"))
+                .collect();
+            line.extend_from_slice(keys.join("\t").as_bytes());
+            assert!(!peer.feed_line(&line).unwrap());
+        }
+        assert!(peer.feed_line(b".").unwrap());
+        peer
+    }
+
+    #[test]
+    fn the_namespace_prefix_travels_even_when_empty() {
+        for prefix in [None, Some(String::new()), Some("Mail.".to_owned())] {
+            let h = Handshake {
+                ns_prefix: prefix.clone(),
+                ..plain_handshake()
+            };
+            let line = encoded(&Record::Handshake(Box::new(h)));
+            let (d, _) = decode_ours(line.strip_suffix(b"\n").unwrap()).unwrap();
+            let Decoded::Record(Record::Handshake(back)) = d else {
+                panic!("{d:?}")
+            };
+            assert_eq!(back.ns_prefix, prefix);
+        }
+    }
+
+    #[test]
+    fn dry_run_travels_in_extension_keys_and_reads_back() {
+        let h = Handshake {
+            dry_run: true,
+            ..plain_handshake()
+        };
+        let line = encoded(&Record::Handshake(Box::new(h.clone())));
+        let fields: Vec<&[u8]> = line
+            .strip_suffix(b"\n")
+            .unwrap()
+            .strip_prefix(b"H")
+            .unwrap()
+            .split(|&b| b == b'\t')
+            .collect();
+        assert_eq!(
+            fields.len(),
+            HANDSHAKE.keys.len(),
+            "x_dry_run is the last key"
+        );
+        assert_eq!(
+            fields.last(),
+            Some(&&b""[..]),
+            "a flag is present and empty"
+        );
+        let (d, _) = decode_ours(line.strip_suffix(b"\n").unwrap()).unwrap();
+        let Decoded::Record(Record::Handshake(back)) = d else {
+            panic!("{d:?}")
+        };
+        assert_eq!(*back, h);
+
+        // A report with lines, one without (nothing would change), and none at all.
+        for dry_run in [
+            Some(DryRunReport {
+                store: "maildir:/srv/a b (dry run)".into(),
+                lines: vec![
+                    "would create mailbox Work\tTab".into(),
+                    "would save 2 messages (1.0 KiB) into INBOX".into(),
+                ],
+            }),
+            Some(DryRunReport {
+                store: "imap://alice@h:143 (dry run)".into(),
+                lines: Vec::new(),
+            }),
+            None,
+        ] {
+            let fin = Finish {
+                error: Some("e".into()),
+                dry_run,
+                ..Finish::default()
+            };
+            let line = encoded(&Record::Finish(fin.clone()));
+            assert_eq!(line.starts_with(b"Fe\t\x02\t\x02\t"), fin.dry_run.is_some());
+            let (d, _) = decode_ours(line.strip_suffix(b"\n").unwrap()).unwrap();
+            let Decoded::Record(Record::Finish(back)) = d else {
+                panic!("{d:?}")
+            };
+            assert_eq!(back, fin);
+        }
+        let known = encoded(&Record::Finish(Finish {
+            dry_run: Some(DryRunReport {
+                store: "s".into(),
+                lines: vec!["a".into(), "b\tc".into()],
+            }),
+            ..Finish::default()
+        }));
+        assert_eq!(
+            known.escape_ascii().to_string(),
+            b"F\x02\t\x02\t\x02\ts\ta\x01tb\x011tc\n"
+                .escape_ascii()
+                .to_string()
+        );
+    }
+
+    #[test]
+    fn dovecot_records_without_the_dry_run_keys_decode() {
+        let peer = dovecot_schemas();
+        let (d, _) = decode(&peer, b"Hdovecot\t\x02\t\x02\t\x02\tc").unwrap();
+        let Decoded::Record(Record::Handshake(h)) = d else {
+            panic!("{d:?}")
+        };
+        assert_eq!(h.hostname, "dovecot");
+        assert!(!h.dry_run);
+        let (d, _) = decode(&peer, b"Fsomething failed\t1").unwrap();
+        let Decoded::Record(Record::Finish(f)) = d else {
+            panic!("{d:?}")
+        };
+        assert_eq!(f.error.as_deref(), Some("something failed"));
+        assert_eq!(f.dry_run, None);
+        // A Dovecot peer has no place for our keys: a record with more values than its
+        // schema has keys is refused, so it never mistakes one for something else.
+        assert!(decode(&peer, b"Fe\t1\t\x02\ts").is_err());
     }
 
     #[test]

@@ -150,10 +150,31 @@ fn every_line_of_every_rawlog_decodes() {
             Item::Record(Record::Finish(Finish {
                 error: None,
                 mail_error: 0,
-                require_full_resync: false
+                require_full_resync: false,
+                dry_run: None,
             }))
         ));
         assert!(!out.items.iter().any(|i| matches!(i, Item::Ignored)));
+    }
+}
+
+#[test]
+fn dovecot_handshakes_never_confirm_a_dry_run() {
+    // A master asking for --dry-run waits for the slave's handshake to say it honours it;
+    // Dovecot's, from either side, never does, so such a master stops before the sync.
+    for name in ["backup.rawlog", "sync.rawlog", "stateful.rawlog"] {
+        let (out, inp) = play_file(name);
+        for d in [&out, &inp] {
+            let Some(Item::Record(Record::Handshake(h))) = d.items.first() else {
+                panic!("{name}: no handshake first");
+            };
+            assert!(!h.dry_run, "{name}: {h:?}");
+        }
+        let finish = records(&inp).find_map(|r| match r {
+            Record::Finish(f) => Some(f),
+            _ => None,
+        });
+        assert_eq!(finish.map(|f| &f.dry_run), Some(&None), "{name}");
     }
 }
 

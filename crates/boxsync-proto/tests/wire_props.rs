@@ -5,8 +5,8 @@
 use boxsync_model::{Flags, Guid128, MailboxName};
 use boxsync_proto::wire::{self, Decoded, DotDecoder, DotEncoder, PeerSchemas};
 use boxsync_proto::{
-    ChangeType, Deletes, Existence, Finish, Handshake, KeywordChange, Mail, MailBody, MailChange,
-    MailRequest, MailboxRecord, MailboxState, Record, SyncType, TreeNode,
+    ChangeType, Deletes, DryRunReport, Existence, Finish, Handshake, KeywordChange, Mail, MailBody,
+    MailChange, MailRequest, MailboxRecord, MailboxState, Record, SyncType, TreeNode,
 };
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -121,6 +121,10 @@ fn arb_handshake() -> impl Strategy<Value = Handshake> {
                     sync_until_timestamp: 0,
                     sync_max_size: 0,
                     sync_flags: None,
+                    dry_run: lock % 2 == 1,
+                    ns_prefix: (lock % 5 == 0).then(|| format!("p{}.", lock % 7)),
+                    virtual_all_box: (lock % 11 == 0).then(|| "All Mail".to_owned()),
+                    alt_char: char::from_u32(lock % 0x11_0000).filter(|_| lock % 3 == 0),
                 }
             },
         )
@@ -262,13 +266,18 @@ fn arb_record() -> impl Strategy<Value = Record> {
         arb_change().prop_map(Record::Change),
         any::<(String, u32)>().prop_map(|(guid, uid)| Record::Request(MailRequest { guid, uid })),
         arb_mail().prop_map(Record::Mail),
-        any::<(Option<String>, u32, bool)>().prop_map(|(error, mail_error, r)| {
-            Record::Finish(Finish {
-                error,
-                mail_error,
-                require_full_resync: r,
-            })
-        }),
+        (
+            any::<(Option<String>, u32, bool)>(),
+            prop::option::of((any::<String>(), arb_list()))
+        )
+            .prop_map(|((error, mail_error, r), dry_run)| {
+                Record::Finish(Finish {
+                    error,
+                    mail_error,
+                    require_full_resync: r,
+                    dry_run: dry_run.map(|(store, lines)| DryRunReport { store, lines }),
+                })
+            }),
         Just(()).prop_map(|()| Record::End),
     ]
 }

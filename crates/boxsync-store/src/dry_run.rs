@@ -158,6 +158,11 @@ impl<S: Store> Store for DryRun<S> {
         self.inner.broken_mailboxes()
     }
 
+    /// The names the real run would give: the inner store is the one that must hold them.
+    fn fix_name(&self, name: &MailboxName, alt: char) -> Option<MailboxName> {
+        self.inner.fix_name(name, alt)
+    }
+
     fn load(&mut self, mailbox: Guid128) -> Result<()> {
         match self.get(mailbox)?.inner {
             Some(g) => self.inner.load(g),

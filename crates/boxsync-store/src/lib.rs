@@ -9,6 +9,7 @@ pub mod imapc;
 pub mod location;
 pub mod maildir;
 pub mod mbox;
+pub mod namespace;
 pub mod reconcile;
 
 pub use boxsync_index::ExpungedRow;
@@ -222,6 +223,19 @@ pub trait Store: Send {
     /// Mailboxes that exist but could not be read (a corrupt uidlist): reported, and left
     /// alone on both sides.
     fn broken_mailboxes(&self) -> Vec<MailboxName>;
+    /// The name this store gives a mailbox the other side calls `name` (dsync's
+    /// `dsync_alt_char` repair; the brain has replaced control characters already): what the
+    /// store cannot hold inside a level becomes `alt` (Maildir++'s `.`, an IMAP server's
+    /// separator), a reserved level gets a `_` in front. A name that fits comes back as it is;
+    /// `None` when no repair makes it fit (too long), and the brain names the mailbox after
+    /// its GUID instead, as dsync does. Pure: it looks at no mailbox, so both names of one
+    /// mailbox compare equal on this side in every later sync.
+    fn fix_name(&self, name: &MailboxName, alt: char) -> Option<MailboxName>;
+    /// The prefix of the namespace the store's names are given in, as configured (`Mail.`);
+    /// empty for none (see [`namespace::Namespaced`]).
+    fn namespace_prefix(&self) -> String {
+        String::new()
+    }
     /// Makes the messages of a mailbox available to [`Store::messages`] (a mailbox that did
     /// not change since the last scan is only read from the index when needed).
     fn load(&mut self, mailbox: Guid128) -> Result<()>;

@@ -6,6 +6,7 @@
 pub mod command;
 pub mod dest;
 pub mod doveadm;
+pub mod dry_run;
 pub mod link;
 pub mod net;
 pub mod pair;

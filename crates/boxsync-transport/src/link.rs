@@ -58,6 +58,9 @@ pub struct StreamLink {
     timeout: Duration,
     /// A record taken by [`StreamLink::peek`], handed out by the next `recv`.
     peeked: Option<Record>,
+    /// Where the reader spools bodies: `LinkOptions::spool_dir` until
+    /// [`StreamLink::spool_in`] moves it.
+    spool_dir: Arc<Mutex<PathBuf>>,
 }
 
 impl StreamLink {
@@ -94,11 +97,13 @@ impl StreamLink {
                 close();
             });
         let reader_options = options.clone();
+        let spool_dir = Arc::new(Mutex::new(options.spool_dir.clone()));
+        let reader_spool = spool_dir.clone();
         let reader = std::thread::Builder::new()
             .name("link-reader".into())
             .spawn(move || {
                 let source = Tee::new(read, reader_options.rawlog.clone(), Direction::In);
-                if let Err(e) = read_records(source, &in_tx, &reader_options) {
+                if let Err(e) = read_records(source, &in_tx, &reader_options, &reader_spool) {
                     let _ = in_tx.send(Err(e));
                 }
             });
@@ -111,6 +116,7 @@ impl StreamLink {
             send_errors,
             timeout: options.timeout,
             peeked: None,
+            spool_dir,
         };
         if spawn_failed {
             // Without its threads the link reports the peer gone on first use.
@@ -127,6 +133,16 @@ impl StreamLink {
             None => self.recv()?,
         };
         Ok(self.peeked.insert(r))
+    }
+
+    /// Spools bodies received from now on in `dir`: a server learns from the master's
+    /// handshake that it serves a dry run, whose store must not see even a spool file.
+    pub fn spool_in(&self, dir: PathBuf) {
+        match self.spool_dir.lock() {
+            Ok(mut d) => *d = dir,
+            // The reader only reads the path; a panic there left it whole.
+            Err(poisoned) => *poisoned.into_inner() = dir,
+        }
     }
 
     /// Waits until every record sent is written and the write direction is closed.
@@ -350,6 +366,7 @@ fn read_records<R: Read>(
     source: R,
     records: &mpsc::SyncSender<Result<Record>>,
     options: &LinkOptions,
+    spool_dir: &Mutex<PathBuf>,
 ) -> Result<()> {
     let mut r = BufReader::with_capacity(IO_BUFFER, source);
     let mut schemas = PeerSchemas::new();
@@ -367,7 +384,11 @@ fn read_records<R: Read>(
         };
         let (decoded, stream) = wire::decode(&schemas, &line)?;
         let body = if stream {
-            Some(read_body(&mut r, options)?)
+            let dir = match spool_dir.lock() {
+                Ok(d) => d.clone(),
+                Err(poisoned) => poisoned.into_inner().clone(),
+            };
+            Some(read_body(&mut r, options, &dir)?)
         } else {
             None
         };
@@ -438,7 +459,11 @@ impl MailBody for SpooledBody {
     }
 }
 
-fn read_body<R: BufRead>(r: &mut R, options: &LinkOptions) -> Result<SpooledBody> {
+fn read_body<R: BufRead>(
+    r: &mut R,
+    options: &LinkOptions,
+    spool_dir: &Path,
+) -> Result<SpooledBody> {
     let mut dec = DotDecoder::new();
     let mut memory = Vec::new();
     let mut file: Option<(BufWriter<std::fs::File>, tempfile::TempPath)> = None;
@@ -447,7 +472,7 @@ fn read_body<R: BufRead>(r: &mut R, options: &LinkOptions) -> Result<SpooledBody
     let spool_error = |e: std::io::Error| {
         Error::temp(format!(
             "spooling a received message under {}: {e}",
-            options.spool_dir.display()
+            spool_dir.display()
         ))
     };
     loop {
@@ -472,11 +497,11 @@ fn read_body<R: BufRead>(r: &mut R, options: &LinkOptions) -> Result<SpooledBody
         counted = memory.len();
         if file.is_none() && memory.len() > MEMORY_BODY {
             // In a Maildir's tmp/ when there is one: Dovecot clears what a killed run leaves.
-            let tmp = options.spool_dir.join("tmp");
+            let tmp = spool_dir.join("tmp");
             let dir = if tmp.is_dir() {
-                &tmp
+                tmp.as_path()
             } else {
-                &options.spool_dir
+                spool_dir
             };
             let (f, path) = tempfile::Builder::new()
                 .prefix("boxsync-spool-")

@@ -40,12 +40,19 @@ pub fn sync_over_socketpair(
 
 /// Runs the master brain over `link`, closes it, and adds the messages its writer could not
 /// read to send (see [`StreamLink::send_errors`]) to the outcome.
-pub fn run_master(
-    store: &mut dyn Store,
+pub fn run_master(store: &mut dyn Store, link: StreamLink, settings: Settings) -> Result<Outcome> {
+    master_over(link, |link| {
+        boxsync_brain::run(Role::Master, store, link, Some(settings))
+    })
+}
+
+/// Runs `brain` (the master, on `link` or a wrapper of it) and ends the link as
+/// [`run_master`] says.
+pub(crate) fn master_over(
     mut link: StreamLink,
-    settings: Settings,
+    brain: impl FnOnce(&mut dyn boxsync_brain::link::Link) -> Result<Outcome>,
 ) -> Result<Outcome> {
-    let result = boxsync_brain::run(Role::Master, store, &mut link, Some(settings));
+    let result = brain(&mut link);
     // Complete: the slave's finish record comes only after it received every mail we sent.
     let send_errors = link.send_errors();
     if let Err(e) = link.finish() {

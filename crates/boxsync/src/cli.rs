@@ -6,7 +6,8 @@ use crate::stores::{self, MailLocation, StoreSettings};
 use crate::{remote, users};
 use boxsync_brain::{Filter, Mode, Role, Settings};
 use boxsync_model::{Error, ExitCode, Result};
-use boxsync_proto::{SyncType, state};
+use boxsync_proto::{DryRunReport, SyncType, state};
+use boxsync_store::dry_run::DryRunLog;
 use boxsync_transport::rawlog::RawLog;
 use boxsync_transport::{command, dest, doveadm, net, server};
 use clap::{Args, Parser, Subcommand};
@@ -28,7 +29,8 @@ struct Cli {
     /// imapc_master_user, imapc_password, imapc_password_file, imapc_password_command,
     /// imapc_ssl=no|imaps|starttls, imapc_ssl_verify=yes|no,
     /// imapc_sasl_mechanisms=PLAIN|LOGIN|XOAUTH2|OAUTHBEARER, imapc_max_connections=N,
-    /// imapc_max_bytes_per_second=SIZE, imapc_cmd_timeout=SECS, dsync_hashed_headers=NAMES.
+    /// imapc_max_bytes_per_second=SIZE, imapc_cmd_timeout=SECS, dsync_hashed_headers=NAMES,
+    /// dsync_alt_char=CHAR.
     #[arg(short = 'o', value_name = "SETTING=VALUE", global = true)]
     options: Vec<String>,
     /// Read settings from FILE, in dovecot.conf syntax (`key = value`, `!include`, `<file`
@@ -109,12 +111,22 @@ struct Common {
     /// An invalid state falls back to a full sync with a warning.
     #[arg(short = 's', value_name = "STATE")]
     state: Option<String>,
-    /// Sync only this mailbox (repeatable; `*` and `?` wildcards).
+    /// Sync only this mailbox (repeatable; `*` and `?` wildcards, or '\Sent' for the
+    /// mailboxes of that special use). Names are written with the namespace's prefix and
+    /// separator.
     #[arg(short = 'm', value_name = "MAILBOX")]
     mailbox: Vec<String>,
-    /// Leave mailboxes matching MASK alone (repeatable; `*` and `?` wildcards).
+    /// Leave mailboxes matching MASK alone (repeatable; as for -m).
     #[arg(short = 'x', value_name = "MASK")]
     exclude: Vec<String>,
+    /// Sync the namespace with this prefix (repeatable). boxsync syncs the private namespace
+    /// on mail_location; another is an error (not supported yet).
+    #[arg(short = 'n', value_name = "PREFIX")]
+    namespace: Vec<String>,
+    /// Sync all visible namespaces: the private one on mail_location; the others are
+    /// reported as skipped (not supported yet).
+    #[arg(short = 'N')]
+    all_namespaces: bool,
     /// The user (`%u` in mail_location and dsync_remote_cmd); default $USER. With `*` or `?`,
     /// every user of the userdbs the mask matches.
     #[arg(short = 'u', value_name = "USER|MASK")]
@@ -129,7 +141,9 @@ struct Common {
     #[arg(short = 'd')]
     replica: bool,
     /// Report what the sync would change (on stdout, a line per change) and change nothing
-    /// on either side: not the mail, not the index. Local Maildir and mbox stores only.
+    /// on either side: not the mail, not the index, not an IMAP account. A remote other side
+    /// must be boxsync's dsync-server, which reports its own lines; with another the sync
+    /// stops before anything is changed (exit 64). Not with -s.
     #[arg(long = "dry-run")]
     dry_run: bool,
     /// Purge the destination after the sync (doveadm's -P): no store of boxsync needs one,
@@ -172,6 +186,16 @@ struct Common {
     /// Sync only the mailbox with this GUID; '' syncs the mailbox list only, no mail.
     #[arg(short = 'g', value_name = "GUID", value_parser = filters::parse_box_guid)]
     box_guid: Option<filters::BoxGuid>,
+    /// The character that replaces what a destination cannot store in a mailbox name (a '.'
+    /// in Maildir++, control characters, an IMAP server's separator); default '_', or the
+    /// dsync_alt_char setting. A remote end uses the one given here.
+    #[arg(short = 'C', value_name = "ALTCHAR", value_parser = parse_alt_char)]
+    alt_char: Option<char>,
+    /// A mailbox holding every message (a virtual '\All' mailbox, Gmail's 'All Mail', or
+    /// '\All'): mail this side lacks is copied from there by GUID instead of being sent by
+    /// the other side, so a message moved between mailboxes is not transferred again.
+    #[arg(short = 'a', value_name = "ALLMAILBOX")]
+    all_mailbox: Option<String>,
     /// The other store: a mail location (maildir:/backup/Maildir), remote:[LOGIN@]HOST,
     /// remoteprefix:[LOGIN@]HOST, tcp:HOST[:PORT], tcps:HOST[:PORT], or a command (several
     /// arguments, or one with a space or '/') that runs `dsync-server` on the other store.
@@ -195,7 +219,7 @@ struct BackupArgs {
 }
 
 pub fn main() -> i32 {
-    let cli = match Cli::try_parse() {
+    let cli = match parse_args(std::env::args_os()) {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
@@ -217,7 +241,8 @@ pub fn main() -> i32 {
             tracing_subscriber::EnvFilter::try_from_env("BOXSYNC_LOG")
                 .unwrap_or_else(|_| level.into()),
         )
-        .with_writer(std::io::stderr)
+        // Log lines must not tear the -v progress bars.
+        .with_writer(|| crate::progress::LogWriter)
         // No colour codes in logs and pipes.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
@@ -230,6 +255,61 @@ pub fn main() -> i32 {
             e.exit_code().code()
         }
     }
+}
+
+/// Parses the command line. clap keeps only the `-o` given after the command when there are
+/// some on both sides of it; the ones before it are put back in front (a later one wins).
+fn parse_args<I, T>(args: I) -> std::result::Result<Cli, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+    let mut cli = Cli::try_parse_from(&args)?;
+    let before = options_before_the_command(&args);
+    if !before.is_empty() && cli.options != before {
+        let after = std::mem::take(&mut cli.options);
+        cli.options = before;
+        cli.options.extend(after);
+    }
+    Ok(cli)
+}
+
+/// The `-o` values in front of the command word (the global flags are `-o`, `-c`, `-v`, `-D`,
+/// bundled as `-vD` or `-oKEY=VALUE`).
+fn options_before_the_command(args: &[std::ffi::OsString]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut words = args.iter().skip(1).map(|a| a.to_string_lossy());
+    while let Some(word) = words.next() {
+        let Some(flags) = word.strip_prefix('-').filter(|f| !f.is_empty()) else {
+            break;
+        };
+        if flags.starts_with('-') {
+            // --help, --version: nothing more to collect.
+            break;
+        }
+        for (i, c) in flags.char_indices() {
+            match c {
+                'v' | 'D' => continue,
+                'o' | 'c' => {
+                    let rest = &flags[i + 1..];
+                    let value = if rest.is_empty() {
+                        words.next().map(|w| w.into_owned())
+                    } else {
+                        Some(rest.to_owned())
+                    };
+                    if c == 'o'
+                        && let Some(v) = value
+                    {
+                        out.push(v);
+                    }
+                    break;
+                }
+                _ => return out,
+            }
+        }
+    }
+    out
 }
 
 #[derive(Clone)]
@@ -251,12 +331,19 @@ struct GlobalSettings {
     parallel_users: usize,
     /// `-v`: a summary line per user.
     verbose: bool,
+    /// `dsync_alt_char`; `-C` overrides it.
+    alt_char: char,
+    /// `namespace NAME { }` sections, in order.
+    namespaces: Vec<crate::namespaces::NamespaceConfig>,
+    /// The namespace a `dsync-server` names its store's mailboxes in.
+    namespace: boxsync_store::namespace::Namespace,
 }
 
 impl GlobalSettings {
     fn store_settings(&self) -> StoreSettings {
         let mut s = StoreSettings::new(self.fsync);
         s.imapc = self.imapc.clone();
+        s.namespace = self.namespace.clone();
         if let Some(ca) = &self.ssl_client_ca_file {
             s.imapc.insert("ssl_client_ca_file".into(), ca.clone());
         }
@@ -279,6 +366,9 @@ fn settings(options: &[String], config: Option<&crate::config::Config>) -> Resul
         userdbs: Vec::new(),
         parallel_users: crate::users::default_parallel(),
         verbose: false,
+        alt_char: boxsync_model::name::DEFAULT_ALT_CHAR,
+        namespaces: Vec::new(),
+        namespace: Default::default(),
     };
     if let Some(config) = config {
         for setting in &config.settings {
@@ -318,9 +408,13 @@ fn settings(options: &[String], config: Option<&crate::config::Config>) -> Resul
                     .map_err(|e| Error::Config(format!("{at}: {e}")))?;
                     g.userdbs.push(db);
                 }
+                "namespace" => g
+                    .namespaces
+                    .push(crate::namespaces::NamespaceConfig::from_section(section)?),
                 other => {
                     return Err(Error::Config(format!(
-                        "{at}: section {other:?} is not supported (boxsync knows userdb {{ }})"
+                        "{at}: section {other:?} is not supported (boxsync knows userdb {{ }} \
+                         and namespace {{ }})"
                     )));
                 }
             }
@@ -332,6 +426,9 @@ fn settings(options: &[String], config: Option<&crate::config::Config>) -> Resul
             .ok_or_else(|| Error::Usage(format!("-o {o}: expected SETTING=VALUE")))?;
         apply_setting(&mut g, k, v)?;
     }
+    g.namespace = crate::namespaces::select(&g.namespaces, &[], false)?
+        .0
+        .namespace();
     Ok(g)
 }
 
@@ -425,6 +522,11 @@ const SETTINGS: &[(&str, &str, &str)] = &[
         "Date Message-ID",
         "headers whose hash names a message without a GUID",
     ),
+    (
+        "dsync_alt_char",
+        "_",
+        "replaces what a store cannot hold in a mailbox name received from the other side (control characters, '.' in Maildir++, an IMAP server's separator); -C overrides it",
+    ),
 ];
 
 /// `userdb { }` settings, for `boxsync help settings`.
@@ -467,6 +569,15 @@ fn help_settings(out: &mut dyn Write) {
         out,
         "\nUser fields boxsync reads: home, mail (the user's mail_location), mail_replica (-d)."
     );
+    let _ = writeln!(
+        out,
+        "\nIn namespace NAME {{ }} sections (dovecot.conf's): type, prefix, separator, inbox, \
+         location, hidden, disabled, alias_for (list, subscriptions, order, ignore_on_failure \
+         are accepted), and mailbox NAME {{ special_use = \\Sent }} (auto, autoexpunge, \
+         comment accepted). boxsync syncs the private namespace on mail_location: its prefix \
+         names every mailbox but INBOX, -m/-x masks use its separator, and '\\Sent'-style \
+         masks its special_use (without mailbox sections, Dovecot's shipped list)."
+    );
 }
 
 fn apply_setting(g: &mut GlobalSettings, k: &str, v: &str) -> Result<()> {
@@ -501,6 +612,10 @@ fn apply_setting(g: &mut GlobalSettings, k: &str, v: &str) -> Result<()> {
             "ssl_key" => g.ssl_key = Some(v.to_owned()),
             "server_max_sessions" => g.max_sessions = number(k)?.max(1) as usize,
             "sync_parallel_users" => g.parallel_users = number(k)?.max(1) as usize,
+            "dsync_alt_char" => {
+                g.alt_char = boxsync_model::name::parse_alt_char(v)
+                    .map_err(|e| Error::Config(format!("dsync_alt_char: {e}")))?
+            }
             k if stores::is_imapc_setting(k) => {
                 g.imapc.insert(k.to_owned(), v.to_owned());
             }
@@ -563,7 +678,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 /// A byte count as a person reads it: `812 B`, `12.3 KiB`, `1.0 GiB`.
-fn human_bytes(n: u64) -> String {
+pub(crate) fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
     if n < 1024 {
         return format!("{n} B");
@@ -777,14 +892,36 @@ fn sync_user(
             }
         }
     }
+    let (namespace, skipped) =
+        crate::namespaces::select(&global.namespaces, &common.namespace, common.all_namespaces)?;
+    for w in skipped {
+        let _ = writeln!(err, "boxsync: Warning: {w}");
+    }
+    let ns = namespace.namespace();
+    if !common.mailbox.is_empty() && namespace.masks(&common.mailbox).is_empty() {
+        // -m named only special uses no mailbox has: nothing is selected, as in doveadm.
+        return Ok(ExitCode::Ok);
+    }
     let settings = Settings {
         mode,
         sync_type,
         state: saved_state,
-        mailboxes: common.mailbox.clone(),
-        excludes: common.exclude.clone(),
+        mailboxes: namespace.masks(&common.mailbox),
+        excludes: namespace.masks(&common.exclude),
         lock_timeout: common.lock_timeout,
         filter: filter_of(&common)?,
+        progress: None,
+        alt_char: common.alt_char.unwrap_or(global.alt_char),
+        virtual_all_box: common
+            .all_mailbox
+            .as_ref()
+            .and_then(|a| namespace.masks(std::slice::from_ref(a)).into_iter().next()),
+    };
+    // -v: live progress, taken off the screen before the summary line.
+    let meter = global.verbose.then(|| crate::progress::Meter::new(&user));
+    let settings = Settings {
+        progress: meter.as_ref().map(|m| m.handle()),
+        ..settings
     };
     let wire = wire_of(common.wire.timeout, common.wire.rawlog.as_deref())?;
     let mut code = ExitCode::Ok;
@@ -807,18 +944,15 @@ fn sync_user(
     if !must_exist(Role::Master) {
         local_loc.check_writable()?;
     }
-    if common.dry_run {
-        if common.state.is_some() {
-            return Err(Error::Usage(
-                "--dry-run has no new state to print: leave out -s".into(),
-            ));
-        }
-        if !matches!(destination, dest::Destination::Local(_)) {
-            return Err(Error::Usage(
-                "--dry-run works with a local destination (maildir: or mbox:) only".into(),
-            ));
-        }
+    if common.dry_run && common.state.is_some() {
+        return Err(Error::Usage(
+            "--dry-run has no new state to print: leave out -s".into(),
+        ));
     }
+    // --dry-run: what each store would change, printed after the sync. A far side's lines
+    // come back in its finish record (see boxsync_transport::dry_run).
+    let mut dry_logs: Vec<(String, DryRunLog)> = Vec::new();
+    let mut far_report: Option<DryRunReport> = None;
     let outcome = match destination {
         dest::Destination::Local(text) => {
             let dest_text = users::expand_location(&text, &account)?;
@@ -831,11 +965,10 @@ fn sync_user(
             if !must_exist(Role::Slave) {
                 dest_loc.check_writable()?;
             }
-            let mut dry_logs = Vec::new();
             // The source first: when it is missing, the destination must not have been created.
-            let (mut local, mut dest) = if common.dry_run {
-                let (local, local_log) = local_loc.open_dry_run()?;
-                let (dest, dest_log) = dest_loc.open_dry_run()?;
+            let (local, dest) = if common.dry_run {
+                let (local, local_log) = local_loc.open_dry_run(!must_exist(Role::Master))?;
+                let (dest, dest_log) = dest_loc.open_dry_run(!must_exist(Role::Slave))?;
                 dry_logs.push((local.store.describe(), local_log));
                 dry_logs.push((dest.store.describe(), dest_log));
                 (local, dest)
@@ -850,7 +983,8 @@ fn sync_user(
             };
             report_scan(&local, &mut code, err);
             report_scan(&dest, &mut code, err);
-            let outcome = if wire_local {
+            let (mut local, mut dest) = (local.in_namespace(&ns), dest.in_namespace(&ns));
+            if wire_local {
                 boxsync_transport::sync_over_socketpair(
                     &mut *local.store,
                     &mut *dest.store,
@@ -860,21 +994,18 @@ fn sync_user(
                 )?
             } else {
                 boxsync_brain::sync_local(&mut *local.store, &mut *dest.store, settings)?
-            };
-            for (store, log) in &dry_logs {
-                let lines = log.lines();
-                if lines.is_empty() {
-                    let _ = writeln!(out, "dry run: {store}: nothing would change");
-                }
-                for line in lines {
-                    let _ = writeln!(out, "dry run: {store}: {line}");
-                }
             }
-            outcome
         }
         dest::Destination::Command { argv, prefix_user } => {
-            let mut local = local_loc.open(!must_exist(Role::Master), global.fsync)?;
+            let local = open_local(
+                &local_loc,
+                !must_exist(Role::Master),
+                global.fsync,
+                common.dry_run,
+                &mut dry_logs,
+            )?;
             report_scan(&local, &mut code, err);
+            let mut local = local.in_namespace(&ns);
             tracing::debug!("running {argv:?}");
             let (link, process) = command::spawn(
                 &argv,
@@ -882,7 +1013,13 @@ fn sync_user(
                 format!("boxsync: dsync-remote({user})"),
                 wire.options(&local.spool),
             )?;
-            let outcome = boxsync_transport::run_master(&mut *local.store, link, settings);
+            let outcome = master_over(
+                &mut *local.store,
+                link,
+                settings,
+                common.dry_run,
+                &mut far_report,
+            );
             match outcome {
                 Ok(o) => {
                     match process.wait(std::time::Duration::from_secs(30)) {
@@ -900,8 +1037,15 @@ fn sync_user(
             }
         }
         dest::Destination::Tcp { host, port, tls } => {
-            let mut local = local_loc.open(!must_exist(Role::Master), global.fsync)?;
+            let local = open_local(
+                &local_loc,
+                !must_exist(Role::Master),
+                global.fsync,
+                common.dry_run,
+                &mut dry_logs,
+            )?;
             report_scan(&local, &mut code, err);
+            let mut local = local.in_namespace(&ns);
             let ca = global
                 .ssl_client_ca_file
                 .as_deref()
@@ -916,9 +1060,29 @@ fn sync_user(
             )?;
             conn.set_read_timeout(None);
             let link = remote::tcp_link(conn, wire.options(&local.spool))?;
-            boxsync_transport::run_master(&mut *local.store, link, settings)?
+            master_over(
+                &mut *local.store,
+                link,
+                settings,
+                common.dry_run,
+                &mut far_report,
+            )?
         }
     };
+    drop(meter);
+    let far_lines = far_report.map(|r| (r.store, r.lines));
+    for (store, lines) in dry_logs
+        .iter()
+        .map(|(store, log)| (store.clone(), log.lines()))
+        .chain(far_lines)
+    {
+        if lines.is_empty() {
+            let _ = writeln!(out, "dry run: {store}: nothing would change");
+        }
+        for line in lines {
+            let _ = writeln!(out, "dry run: {store}: {line}");
+        }
+    }
     for e in &outcome.errors {
         let _ = writeln!(err, "boxsync: Error: {e}");
     }
@@ -957,9 +1121,48 @@ fn sync_user(
     Ok(code)
 }
 
+/// The local store of a remote sync: for a dry run opened in its no-write mode, its log added
+/// to `dry_logs`.
+fn open_local(
+    location: &MailLocation,
+    create: bool,
+    fsync: bool,
+    dry_run: bool,
+    dry_logs: &mut Vec<(String, DryRunLog)>,
+) -> Result<stores::Opened> {
+    if !dry_run {
+        return location.open(create, fsync);
+    }
+    let (opened, log) = location.open_dry_run(create)?;
+    dry_logs.push((opened.store.describe(), log));
+    Ok(opened)
+}
+
+/// Runs the master over a link to a far side; for a dry run, one that must confirm it (or the
+/// sync stops at the handshakes), whose report goes to `far`.
+fn master_over(
+    store: &mut dyn boxsync_store::Store,
+    link: boxsync_transport::StreamLink,
+    settings: Settings,
+    dry_run: bool,
+    far: &mut Option<DryRunReport>,
+) -> Result<boxsync_brain::Outcome> {
+    if !dry_run {
+        return boxsync_transport::run_master(store, link, settings);
+    }
+    let (outcome, report) = boxsync_transport::dry_run::run_master(store, link, settings)?;
+    *far = report;
+    Ok(outcome)
+}
+
 /// The `sync`/`backup` command line to run on a listener for `-S`: the parsed options,
 /// without `-S`, `-u` (the handshake names the user) and `-r` (a path on this machine).
 /// `-g`, `-t`, `-e`, `-I`, `-O` as the brains take them.
+/// `-C`: one character that can stand in a mailbox name (clap reports the error, exit 64).
+fn parse_alt_char(s: &str) -> std::result::Result<char, String> {
+    boxsync_model::name::parse_alt_char(s).map_err(|e| e.to_string())
+}
+
 fn filter_of(common: &Common) -> Result<Filter> {
     let (since, until) = (common.since.unwrap_or(0), common.until.unwrap_or(0));
     if since > 0 && until > 0 && since > until {
@@ -982,7 +1185,12 @@ fn filter_of(common: &Common) -> Result<Filter> {
 
 fn args_for_server(common: &Common, backup: bool, one_way: bool) -> Vec<String> {
     let mut args = vec![if backup { "backup" } else { "sync" }.to_owned()];
-    for (on, flag) in [(one_way, "-1"), (common.full, "-f"), (common.reverse, "-R")] {
+    for (on, flag) in [
+        (one_way, "-1"),
+        (common.full, "-f"),
+        (common.reverse, "-R"),
+        (common.dry_run, "--dry-run"),
+    ] {
         if on {
             args.push(flag.to_owned());
         }
@@ -1019,6 +1227,12 @@ fn args_for_server(common: &Common, backup: bool, one_way: bool) -> Vec<String> 
     }
     if let Some(g) = common.box_guid {
         option("-g", &g.to_string());
+    }
+    if let Some(a) = &common.all_mailbox {
+        option("-a", a);
+    }
+    if let Some(c) = common.alt_char {
+        option("-C", &c.to_string());
     }
     args.extend(common.destination.iter().cloned());
     args
@@ -1222,6 +1436,46 @@ mod tests {
     }
 
     #[test]
+    fn dash_capital_c_takes_one_usable_character_and_passes_it_on() {
+        for (args, want) in [
+            (&["backup", "-C", "+", "maildir:/b"][..], Some('+')),
+            (&["sync", "-C+", "maildir:/b"], Some('+')),
+            (&["sync", "-1C", "ø", "maildir:/b"], Some('ø')),
+            (&["sync", "maildir:/b"], None),
+        ] {
+            let c = parse(args).unwrap();
+            let (Command::Sync(SyncArgs { common, .. }) | Command::Backup(BackupArgs { common })) =
+                c.command
+            else {
+                panic!("{args:?}")
+            };
+            assert_eq!(common.alt_char, want, "{args:?}");
+            let passed = args_for_server(&common, false, false);
+            let back =
+                Cli::try_parse_from(std::iter::once("boxsync".to_owned()).chain(passed)).unwrap();
+            let Command::Sync(b) = back.command else {
+                panic!()
+            };
+            assert_eq!(b.common.alt_char, want, "{args:?} passed to a listener");
+        }
+        for bad in ["", "ab", "/", ".", "\n"] {
+            let e = parse(&["backup", "-C", bad, "maildir:/b"]).unwrap_err();
+            assert!(e.to_string().contains("alt char"), "-C {bad:?}: {e}");
+        }
+        // The setting, and -C over it.
+        let g = settings(&["dsync_alt_char=~".into()], None).unwrap();
+        assert_eq!(g.alt_char, '~');
+        assert_eq!(
+            settings(&[], None).unwrap().alt_char,
+            boxsync_model::name::DEFAULT_ALT_CHAR
+        );
+        assert!(matches!(
+            settings(&["dsync_alt_char=".into()], None),
+            Err(Error::Config(_))
+        ));
+    }
+
+    #[test]
     fn dash_capital_s_passes_on_the_parsed_options_but_not_local_ones() {
         let c = parse(&[
             "sync",
@@ -1263,6 +1517,19 @@ mod tests {
         assert!(b.one_way && b.common.full && b.common.server.is_none());
         assert_eq!(b.common.state.as_deref(), Some(""));
         assert_eq!(b.common.destination, ["tcp:h:1"]);
+
+        // A dry run stays one on the listener (regression: it ran a real sync there).
+        let c = parse(&["backup", "--dry-run", "-S", "/run/b.sock", "tcp:h:1"]).unwrap();
+        let Command::Backup(a) = c.command else {
+            panic!()
+        };
+        let args = args_for_server(&a.common, true, false);
+        assert_eq!(args, ["backup", "--dry-run", "-T", "600", "tcp:h:1"]);
+        let back = Cli::try_parse_from(std::iter::once("boxsync".to_owned()).chain(args)).unwrap();
+        let Command::Backup(b) = back.command else {
+            panic!()
+        };
+        assert!(b.common.dry_run);
     }
 
     #[test]
@@ -1333,5 +1600,272 @@ mod tests {
             settings(&["noequals".into()], None),
             Err(Error::Usage(_))
         ));
+    }
+}
+
+/// One test per flag, in the order the flags are defined above (ripgrep's rule: a flag is not
+/// done until a test parses it). What each flag then does is tested end to end in `tests/`.
+#[cfg(test)]
+mod flag_tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        match parse_args(std::iter::once("boxsync").chain(args.iter().copied())) {
+            Ok(c) => c,
+            Err(e) => panic!("{args:?}: {e}"),
+        }
+    }
+
+    /// `backup FLAGS maildir:/b`, parsed.
+    fn backup(flags: &[&str]) -> Common {
+        let mut args = vec!["backup"];
+        args.extend_from_slice(flags);
+        args.push("maildir:/b");
+        match parse(&args).command {
+            Command::Backup(b) => b.common,
+            _ => panic!("not a backup"),
+        }
+    }
+
+    fn server(flags: &[&str]) -> ServerArgs {
+        let mut args = vec!["dsync-server"];
+        args.extend_from_slice(flags);
+        match parse(&args).command {
+            Command::DsyncServer(s) => s,
+            _ => panic!("not a server"),
+        }
+    }
+
+    fn refused(args: &[&str]) -> bool {
+        Cli::try_parse_from(std::iter::once("boxsync").chain(args.iter().copied())).is_err()
+    }
+
+    #[test]
+    fn dash_o_sets_settings_and_repeats() {
+        let c = parse(&["-o", "a=1", "backup", "-o", "b=2", "maildir:/b"]);
+        assert_eq!(c.options, ["a=1", "b=2"]);
+        let c = parse(&[
+            "-vo",
+            "a=1",
+            "-oc=3",
+            "-c",
+            "f",
+            "backup",
+            "-o",
+            "b=2",
+            "maildir:/b",
+        ]);
+        assert_eq!(c.options, ["a=1", "c=3", "b=2"]);
+        let c = parse(&["-o", "a=1", "-o", "b=2", "backup", "maildir:/b"]);
+        assert_eq!(c.options, ["a=1", "b=2"]);
+        // A command destination's own -o is not boxsync's.
+        let c = parse(&[
+            "-o",
+            "a=1",
+            "backup",
+            "ssh",
+            "-o",
+            "Port=2",
+            "h",
+            "dsync-server",
+        ]);
+        assert_eq!(c.options, ["a=1"]);
+    }
+
+    #[test]
+    fn dash_c_names_the_config_file() {
+        let c = parse(&["-c", "/etc/x.conf", "backup", "maildir:/b"]);
+        assert_eq!(
+            c.config.as_deref(),
+            Some(std::path::Path::new("/etc/x.conf"))
+        );
+    }
+
+    #[test]
+    fn dash_v_and_dash_capital_d_before_or_after_the_command() {
+        let c = parse(&["-v", "backup", "maildir:/b"]);
+        assert!(c.verbose && !c.debug);
+        let c = parse(&["backup", "-D", "maildir:/b"]);
+        assert!(c.debug && !c.verbose);
+    }
+
+    #[test]
+    fn dash_f_full_sync() {
+        assert!(backup(&["-f"]).full);
+        assert!(!backup(&[]).full);
+    }
+
+    #[test]
+    fn dash_capital_r_reverses() {
+        assert!(backup(&["-R"]).reverse);
+    }
+
+    #[test]
+    fn dash_s_takes_a_state_even_an_empty_one() {
+        assert_eq!(backup(&["-s", ""]).state.as_deref(), Some(""));
+        assert_eq!(backup(&["-s", "AQID"]).state.as_deref(), Some("AQID"));
+        assert!(refused(&["backup", "-s"]));
+    }
+
+    #[test]
+    fn dash_m_repeats() {
+        assert_eq!(
+            backup(&["-m", "INBOX", "-m", "\\Sent"]).mailbox,
+            ["INBOX", "\\Sent"]
+        );
+    }
+
+    #[test]
+    fn dash_x_repeats() {
+        assert_eq!(
+            backup(&["-x", "Trash", "-x", "Lists/*"]).exclude,
+            ["Trash", "Lists/*"]
+        );
+    }
+
+    #[test]
+    fn dash_n_repeats_and_dash_capital_n_is_a_switch() {
+        assert_eq!(backup(&["-n", "", "-n", "Mail."]).namespace, ["", "Mail."]);
+        assert!(backup(&["-N"]).all_namespaces);
+    }
+
+    #[test]
+    fn dash_u_takes_a_user_or_a_mask() {
+        assert_eq!(
+            backup(&["-u", "*@example.org"]).user.as_deref(),
+            Some("*@example.org")
+        );
+    }
+
+    #[test]
+    fn dash_capital_a_all_users() {
+        assert!(backup(&["-A"]).all_users);
+    }
+
+    #[test]
+    fn dash_capital_f_names_a_user_file() {
+        let c = backup(&["-F", "users.txt"]);
+        assert_eq!(
+            c.user_file.as_deref(),
+            Some(std::path::Path::new("users.txt"))
+        );
+    }
+
+    #[test]
+    fn dash_d_takes_the_mail_replica() {
+        let c = match parse(&["sync", "-u", "alice", "-d"]).command {
+            Command::Sync(s) => s.common,
+            _ => panic!(),
+        };
+        assert!(c.replica && c.destination.is_empty());
+    }
+
+    #[test]
+    fn dash_dash_dry_run() {
+        assert!(backup(&["--dry-run"]).dry_run);
+    }
+
+    #[test]
+    fn dash_capital_p_and_dash_capital_u_are_accepted() {
+        let c = backup(&["-P", "-U"]);
+        assert!(c.purge && c.notify);
+    }
+
+    #[test]
+    fn dash_capital_t_and_dash_r_shape_the_wire() {
+        let c = backup(&["-T", "30", "-r", "/tmp/raw"]);
+        assert_eq!(c.wire.timeout, 30);
+        assert_eq!(
+            c.wire.rawlog.as_deref(),
+            Some(std::path::Path::new("/tmp/raw"))
+        );
+        assert_eq!(backup(&[]).wire.timeout, 600, "doveadm's default");
+        assert!(refused(&["backup", "-T", "soon", "maildir:/b"]));
+    }
+
+    #[test]
+    fn dash_capital_s_names_a_listener() {
+        assert_eq!(
+            backup(&["-S", "host:2000"]).server.as_deref(),
+            Some("host:2000")
+        );
+    }
+
+    #[test]
+    fn dash_l_takes_seconds() {
+        assert_eq!(backup(&["-l", "30"]).lock_timeout, 30);
+        assert_eq!(backup(&[]).lock_timeout, 0);
+        assert!(refused(&["backup", "-l", "-1", "maildir:/b"]));
+    }
+
+    #[test]
+    fn dash_t_and_dash_e_take_dates() {
+        let c = backup(&["-t", "2024-01-01", "-e", "1700000000"]);
+        assert!(c.since.is_some_and(|t| t > 1_700_000_000));
+        assert_eq!(c.until, Some(1_700_000_000));
+        assert!(refused(&["backup", "-t", "yesterday-ish", "maildir:/b"]));
+    }
+
+    #[test]
+    fn dash_capital_o_takes_a_flag_or_its_negation() {
+        assert_eq!(backup(&["-O", "\\Seen"]).flag.as_deref(), Some("\\Seen"));
+        assert_eq!(backup(&["-O", "-$Label"]).flag.as_deref(), Some("-$Label"));
+        assert!(refused(&["backup", "-O", "\\Nonsense", "maildir:/b"]));
+    }
+
+    #[test]
+    fn dash_capital_i_takes_a_size() {
+        assert_eq!(backup(&["-I", "10k"]).max_size, Some(10 * 1024));
+        assert!(refused(&["backup", "-I", "ten", "maildir:/b"]));
+    }
+
+    #[test]
+    fn dash_g_takes_a_guid_or_nothing() {
+        let g = "0123456789abcdef0123456789abcdef";
+        assert!(matches!(
+            backup(&["-g", g]).box_guid,
+            Some(filters::BoxGuid::Guid(_))
+        ));
+        assert_eq!(
+            backup(&["-g", ""]).box_guid,
+            Some(filters::BoxGuid::ListOnly)
+        );
+        assert!(refused(&["backup", "-g", "xyz", "maildir:/b"]));
+    }
+
+    #[test]
+    fn the_destination_may_be_a_command_of_several_words() {
+        let c = match parse(&["backup", "ssh", "host", "boxsync", "dsync-server"]).command {
+            Command::Backup(b) => b.common,
+            _ => panic!(),
+        };
+        assert_eq!(c.destination, ["ssh", "host", "boxsync", "dsync-server"]);
+    }
+
+    #[test]
+    fn dash_a_names_the_all_mailbox() {
+        assert_eq!(
+            backup(&["-a", "All Mail"]).all_mailbox.as_deref(),
+            Some("All Mail")
+        );
+    }
+
+    #[test]
+    fn dash_1_is_a_sync_flag_only() {
+        match parse(&["sync", "-1", "maildir:/b"]).command {
+            Command::Sync(s) => assert!(s.one_way),
+            _ => panic!(),
+        }
+        assert!(refused(&["backup", "-1", "maildir:/b"]));
+    }
+
+    #[test]
+    fn server_flags() {
+        let s = server(&["-u", "alice", "-U", "-E", "-T", "5"]);
+        assert_eq!(s.user.as_deref(), Some("alice"));
+        assert!(s.notify && s.legacy);
+        assert_eq!(s.wire.timeout, 5);
+        let s = server(&["--listen", "127.0.0.1:2000"]);
+        assert_eq!(s.listen.as_deref(), Some("127.0.0.1:2000"));
     }
 }

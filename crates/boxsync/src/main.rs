@@ -4,6 +4,8 @@
 mod cli;
 mod config;
 mod filters;
+mod namespaces;
+mod progress;
 mod remote;
 mod stores;
 mod userdb;

@@ -9,7 +9,7 @@ use boxsync_model::{Error, ExitCode, Result};
 use boxsync_proto::{Finish, Record};
 use boxsync_transport::net::Conn;
 use boxsync_transport::rawlog::RawLog;
-use boxsync_transport::{LinkOptions, StreamLink, doveadm};
+use boxsync_transport::{LinkOptions, StreamLink, doveadm, dry_run};
 use std::path::Path;
 use std::time::Duration;
 
@@ -75,14 +75,18 @@ pub fn check_user(user: &str) -> Result<()> {
 /// The slave's whole session on one link: learns the mode from the master's handshake,
 /// opens (or creates) the user's store accordingly, and syncs. Failures go to the master in
 /// a finish record, and are returned for our own log.
+///
+/// A master that asks for a dry run gets the store opened for one, which changes nothing, and
+/// the confirmation and report of `boxsync_transport::dry_run` (the store is opened after
+/// the handshake came, so it is never opened for writing first).
 pub fn serve_dsync(
     mut link: StreamLink,
     location: &str,
     settings: &StoreSettings,
 ) -> (Result<Outcome>, Vec<String>) {
     let store = (|| {
-        let mode = match link.peek()? {
-            Record::Handshake(h) => boxsync_brain::settings_of(h).mode,
+        let (mode, dry_run) = match link.peek()? {
+            Record::Handshake(h) => (boxsync_brain::settings_of(h).mode, h.dry_run),
             other => {
                 return Err(Error::data(format!(
                     "dsync protocol error: expected the handshake, got {}",
@@ -98,10 +102,19 @@ pub fn serve_dsync(
                 source: Role::Slave
             }
         );
-        stores::open(location, !is_source, settings)
+        if dry_run {
+            let location = stores::MailLocation::parse(location, settings)?;
+            if !is_source {
+                location.check_writable()?;
+            }
+            let (store, log) = location.open_dry_run(!is_source)?;
+            Ok((store, Some(log)))
+        } else {
+            Ok((stores::open(location, !is_source, settings)?, None))
+        }
     })();
-    let mut store = match store {
-        Ok(s) => s,
+    let (mut store, dry_log) = match store {
+        Ok((s, log)) => (s.in_namespace(&settings.namespace), log),
         Err(e) => {
             refuse(link, &e);
             return (Err(e), Vec::new());
@@ -112,7 +125,15 @@ pub fn serve_dsync(
         .iter()
         .map(|(name, e, _)| format!("mailbox {name}: {e}"))
         .collect();
-    let result = boxsync_brain::run(Role::Slave, &mut *store.store, &mut link, None);
+    let result = match dry_log {
+        Some(log) => {
+            link.spool_in(store.spool.clone());
+            let describe = store.store.describe();
+            let mut dry = dry_run::SlaveLink::new(&mut link, describe, log);
+            boxsync_brain::run(Role::Slave, &mut *store.store, &mut dry, None)
+        }
+        None => boxsync_brain::run(Role::Slave, &mut *store.store, &mut link, None),
+    };
     let closed = link.finish();
     if let Ok(o) = &result {
         messages.extend(o.errors.iter().cloned());
@@ -288,6 +309,7 @@ fn refuse(mut link: StreamLink, e: &Error) {
         error: Some(e.to_string()),
         mail_error: boxsync_brain::mail_error_of(e.exit_code()),
         require_full_resync: false,
+        dry_run: None,
     }));
     let _ = link.finish();
 }

@@ -7,6 +7,7 @@ use boxsync_store::dry_run::{DryRun, DryRunLog};
 use boxsync_store::imapc::{ImapcLocation, ImapcStore};
 use boxsync_store::maildir::MaildirStore;
 use boxsync_store::mbox::{MboxLocation, MboxStore};
+use boxsync_store::namespace::{Namespace, Namespaced};
 use boxsync_store::{Location, Store};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -35,6 +36,9 @@ pub struct StoreSettings {
     pub fsync: bool,
     /// `imapc_*`, `dsync_hashed_headers` and `ssl_client_ca_file` as given.
     pub imapc: BTreeMap<String, String>,
+    /// The namespace the store's mailboxes are named in (its prefix), for a store a
+    /// `dsync-server` opens; the CLI applies the one `-n` chose itself.
+    pub namespace: Namespace,
 }
 
 /// An opened store with what its first scan found wrong.
@@ -45,6 +49,19 @@ pub struct Opened {
     pub scan_errors: Vec<(String, String, ExitCode)>,
     /// Where bodies received over a wire are spooled.
     pub spool: PathBuf,
+}
+
+impl Opened {
+    /// The store seen through a namespace: its mailboxes named under the prefix.
+    pub fn in_namespace(self, ns: &Namespace) -> Opened {
+        if ns.is_empty() {
+            return self;
+        }
+        Opened {
+            store: Box::new(Namespaced::new(self.store, ns.clone())),
+            ..self
+        }
+    }
 }
 
 /// A parsed mail location.
@@ -132,12 +149,30 @@ impl MailLocation {
         })
     }
 
-    /// Opens the store for `--dry-run`: nothing on disk changes, neither while opening (the
-    /// index is copied into memory, new mail gets UIDs in memory only, a missing root is an
-    /// empty store) nor during the sync (every write becomes a line in the returned log, which
-    /// the caller prints after the sync). Maildir and mbox only: an IMAP account or a dbox
-    /// keeps an index boxsync would have to write, so they are refused.
-    pub fn open_dry_run(&self) -> Result<(Opened, DryRunLog)> {
+    /// Opens the store for `--dry-run`: nothing changes, neither while opening (the index is
+    /// copied into memory, new mail gets UIDs in memory only, a missing Maildir or mbox root
+    /// is an empty store, an IMAP account is only read) nor during the sync (every write
+    /// becomes a line in the returned log, which the caller prints after the sync). A dbox
+    /// is opened too, though only as a source: the caller refuses it on a side the sync
+    /// writes to (see [`MailLocation::check_writable`]), as a real run would. Without
+    /// `create` (a source), a missing Maildir or mbox root is the error the real run would
+    /// stop with, never an empty store whose mirror would delete everything.
+    pub fn open_dry_run(&self, create: bool) -> Result<(Opened, DryRunLog)> {
+        // As in MaildirStore::open and MboxStore::open (an mbox root that is a file is
+        // refused by MboxStore::open_dry_run).
+        let missing = match self {
+            MailLocation::Maildir(l) => Some(&l.root).filter(|r| !r.is_dir()),
+            MailLocation::Mbox(l) => Some(&l.root).filter(|r| !r.exists()),
+            MailLocation::Dbox(_) | MailLocation::Imapc(_) => None,
+        };
+        if let Some(root) = missing
+            && !create
+        {
+            return Err(Error::NotFound(format!(
+                "mail location {} does not exist",
+                root.display()
+            )));
+        }
         let log = DryRunLog::new();
         let (store, scan_errors): (Box<dyn Store + Send>, _) = match self {
             MailLocation::Maildir(l) => {
@@ -150,18 +185,23 @@ impl MailLocation {
                 let errors = described(&store.mailbox_errors);
                 (Box::new(DryRun::new(store, log.clone())), errors)
             }
-            MailLocation::Dbox(_) | MailLocation::Imapc(_) => {
-                return Err(Error::Usage(format!(
-                    "--dry-run supports Maildir and mbox locations only, not {}",
-                    self.identity()
-                )));
+            MailLocation::Dbox(l) => {
+                let store = DboxStore::open_dry_run(&l.root, l.kind, &l.index_dir)?;
+                let errors = described(&store.mailbox_errors);
+                (Box::new(DryRun::new(store, log.clone())), errors)
+            }
+            MailLocation::Imapc(l) => {
+                let store = ImapcStore::open_dry_run(l)?;
+                let errors = described(&store.mailbox_errors);
+                (Box::new(DryRun::new(store, log.clone())), errors)
             }
         };
         Ok((
             Opened {
                 store,
                 scan_errors,
-                spool: self.spool(),
+                // Not in the store: even a spool file that comes and goes changes a directory.
+                spool: std::env::temp_dir(),
             },
             log,
         ))
@@ -202,6 +242,7 @@ impl StoreSettings {
         StoreSettings {
             fsync,
             imapc: BTreeMap::new(),
+            namespace: Namespace::default(),
         }
     }
 }

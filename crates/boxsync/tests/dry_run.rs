@@ -106,6 +106,9 @@ impl Scenario {
             excludes: Vec::new(),
             lock_timeout: 5,
             filter: Default::default(),
+            progress: None,
+            alt_char: '_',
+            virtual_all_box: None,
         };
         let outcome = sync_local(&mut *a, &mut *b, settings).unwrap();
         assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);

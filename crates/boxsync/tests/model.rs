@@ -1123,6 +1123,9 @@ impl World {
             excludes: Vec::new(),
             lock_timeout: 0,
             filter: Default::default(),
+            progress: None,
+            alt_char: '_',
+            virtual_all_box: None,
         };
         let outcome = if std::env::var_os("BOXSYNC_TEST_WIRE").is_some_and(|v| v == "1") {
             // The IMAP side spools into its index directory, not into Dovecot's Maildir.

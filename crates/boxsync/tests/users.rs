@@ -164,7 +164,8 @@ fn verbose_prints_a_summary_line_per_user() {
     for (name, copied) in [(&users[0], 2), (&users[1], 3)] {
         let line = stderr
             .lines()
-            .find(|l| l.starts_with(&format!("boxsync: {name}: ")))
+            // The summary, not a progress line of a mailbox.
+            .find(|l| l.starts_with(&format!("boxsync: {name}: ")) && l.contains(" mailboxes, "))
             .unwrap_or_else(|| panic!("no summary for {name}: {stderr}"));
         assert!(
             line.contains(&format!("2 mailboxes, {copied} messages copied (")),

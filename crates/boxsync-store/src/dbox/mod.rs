@@ -166,6 +166,23 @@ impl DboxStore {
         }
         std::fs::create_dir_all(index_dir).ctx(|| format!("creating {}", index_dir.display()))?;
         let index = Index::open(&index_dir.join("boxsync.index.sqlite"), true)?;
+        DboxStore::open_with(root, kind, index_dir, index)
+    }
+
+    /// Opens the store for a dry run: the same view as [`DboxStore::open`], with boxsync's
+    /// index (the only thing a dbox store ever writes) copied into memory.
+    pub fn open_dry_run(root: &Path, kind: DboxKind, index_dir: &Path) -> Result<DboxStore> {
+        if !root.is_dir() {
+            return Err(Error::NotFound(format!(
+                "mail location {kind}:{} does not exist",
+                root.display()
+            )));
+        }
+        let index = Index::open_in_memory_copy(&index_dir.join("boxsync.index.sqlite"))?;
+        DboxStore::open_with(root, kind, index_dir, index)
+    }
+
+    fn open_with(root: &Path, kind: DboxKind, index_dir: &Path, index: Index) -> Result<DboxStore> {
         let mut store = DboxStore {
             root: root.to_path_buf(),
             kind,
@@ -341,6 +358,11 @@ impl Store for DboxStore {
 
     fn broken_mailboxes(&self) -> Vec<MailboxName> {
         crate::broken_names(&self.mailbox_errors)
+    }
+
+    /// A dbox is only ever read, so it never has to hold another store's name.
+    fn fix_name(&self, name: &MailboxName, _alt: char) -> Option<MailboxName> {
+        Some(name.clone())
     }
 
     fn load(&mut self, mailbox: Guid128) -> Result<()> {

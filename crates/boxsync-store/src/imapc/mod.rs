@@ -166,6 +166,9 @@ pub struct ImapcStore {
     subscribed: HashSet<MailboxName>,
     log: Vec<LogRecord>,
     fetcher: Arc<Mutex<Fetcher>>,
+    /// Opened by [`ImapcStore::open_dry_run`]: the index is a copy in memory and the mailbox
+    /// log is kept in memory only.
+    dry_run: bool,
     /// Problems with single mailboxes; the others still sync.
     pub mailbox_errors: Vec<(String, Error)>,
 }
@@ -232,6 +235,21 @@ impl ImapcStore {
         std::fs::create_dir_all(&location.index_dir)
             .ctx(|| format!("creating {}", location.index_dir.display()))?;
         let index = Index::open(&location.index_path(), fsync)?;
+        ImapcStore::open_with(location, index, false)
+    }
+
+    /// Opens the account for a dry run: the same view as [`ImapcStore::open`], but nothing
+    /// changes, on the server or on disk. Reading the account needs only LIST, STATUS,
+    /// EXAMINE and FETCH of `BODY.PEEK[…]`, as always; what the refresh learns goes into a
+    /// copy of the index in memory, and a mailbox renamed or deleted on the server is noted in
+    /// a mailbox log kept in memory. Its write methods must not be called:
+    /// [`crate::dry_run::DryRun`] stands in for them.
+    pub fn open_dry_run(location: &ImapcLocation) -> Result<ImapcStore> {
+        let index = Index::open_in_memory_copy(&location.index_path())?;
+        ImapcStore::open_with(location, index, true)
+    }
+
+    fn open_with(location: &ImapcLocation, index: Index, dry_run: bool) -> Result<ImapcStore> {
         let session = Session::connect(&location.config)?;
         let guid_item = if session.has("OBJECTID") {
             Some(GuidItem::EmailId)
@@ -262,6 +280,7 @@ impl ImapcStore {
             subscribed: HashSet::new(),
             log: mailbox_log::read(&location.index_dir)?,
             fetcher,
+            dry_run,
             mailbox_errors: Vec::new(),
         };
         store.refresh()?;
@@ -269,7 +288,17 @@ impl ImapcStore {
     }
 
     fn log_append(&mut self, kind: LogKind, guid: Guid128) -> Result<()> {
-        let rec = mailbox_log::append_now(&self.location.index_dir, kind, guid)?;
+        let rec = if self.dry_run {
+            LogRecord {
+                kind,
+                guid,
+                timestamp: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs() as u32),
+            }
+        } else {
+            mailbox_log::append_now(&self.location.index_dir, kind, guid)?
+        };
         self.log.push(rec);
         Ok(())
     }
@@ -819,6 +848,10 @@ impl Store for ImapcStore {
 
     fn broken_mailboxes(&self) -> Vec<MailboxName> {
         crate::broken_names(&self.mailbox_errors)
+    }
+
+    fn fix_name(&self, name: &MailboxName, alt: char) -> Option<MailboxName> {
+        self.names.fix_name(name, alt)
     }
 
     fn load(&mut self, mailbox: Guid128) -> Result<()> {

@@ -68,6 +68,21 @@ impl ServerNames {
         let sep = self.separator.map(String::from).unwrap_or_default();
         Ok(format!("{}{}", self.prefix, encoded.join(&sep)))
     }
+
+    /// The name a mailbox gets on this server for one another store calls `name`
+    /// ([`crate::Store::fix_name`]): the server's separator inside a level becomes `alt`, and
+    /// on a server without hierarchy the levels are joined by `alt` into one. `None` when
+    /// that still cannot be a server name.
+    pub fn fix_name(&self, name: &MailboxName, alt: char) -> Option<MailboxName> {
+        if self.to_server(name).is_ok() {
+            return Some(name.clone());
+        }
+        let fixed = match self.separator {
+            Some(sep) => name.replace_chars(|c| c == sep, alt).ok()?,
+            None => MailboxName::from_parts([name.parts().join(&alt.to_string())]).ok()?,
+        };
+        self.to_server(&fixed).is_ok().then_some(fixed)
+    }
 }
 
 fn decode(part: &str) -> String {
@@ -111,6 +126,38 @@ mod tests {
         let dotted = MailboxName::parse("v1.2").unwrap();
         assert!(courier.to_server(&dotted).is_err());
         assert!(dovecot.to_name("a//b").is_err());
+    }
+
+    #[test]
+    fn names_the_server_cannot_hold_are_repaired() {
+        let courier = ServerNames {
+            prefix: "INBOX.".to_owned(),
+            separator: Some('.'),
+        };
+        let dotted = MailboxName::parse("Work/v1.2").unwrap();
+        let fixed = courier.fix_name(&dotted, '_').unwrap();
+        assert_eq!(fixed.to_string(), "Work/v1_2");
+        assert_eq!(courier.to_server(&fixed).unwrap(), "INBOX.Work.v1_2");
+        assert_eq!(
+            courier.fix_name(&dotted, '+').unwrap().to_string(),
+            "Work/v1+2"
+        );
+        // What fits stays as it is, '/' included where it is not the separator.
+        let slash = ServerNames {
+            prefix: String::new(),
+            separator: Some('/'),
+        };
+        assert_eq!(slash.fix_name(&dotted, '_'), Some(dotted.clone()));
+        // No hierarchy: the levels become one name.
+        let flat = ServerNames {
+            prefix: String::new(),
+            separator: None,
+        };
+        let fixed = flat.fix_name(&dotted, '_').unwrap();
+        assert_eq!(fixed.to_string(), "Work_v1.2");
+        assert!(flat.to_server(&fixed).is_ok());
+        // An alt char that is the separator repairs nothing.
+        assert_eq!(courier.fix_name(&dotted, '.'), None);
     }
 
     #[test]

@@ -302,6 +302,10 @@ impl Store for MaildirStore {
         crate::broken_names(&self.mailbox_errors)
     }
 
+    fn fix_name(&self, name: &MailboxName, alt: char) -> Option<MailboxName> {
+        scan::fix_name(self.location.layout, name, alt)
+    }
+
     fn tombstones(&self) -> Tombstones {
         mailbox_log::tombstones(&self.log, |g| self.folders.contains_key(&g))
     }

@@ -91,31 +91,97 @@ fn walk_fs(
 /// The directory a mailbox name maps to. Refuses names the layout cannot hold, so that no name
 /// can reach outside the root.
 pub(crate) fn folder_dir(root: &Path, layout: Layout, name: &MailboxName) -> Result<PathBuf> {
+    if let Some(why) = unfit(layout, name) {
+        return Err(Error::data(format!("mailbox name {name:?}: {why}")));
+    }
     if name.is_inbox() {
         return Ok(root.to_path_buf());
+    }
+    let encoded: Vec<String> = name.parts().iter().map(|p| mutf7::encode(p)).collect();
+    Ok(match layout {
+        Layout::MaildirPlusPlus => root.join(format!(".{}", encoded.join("."))),
+        Layout::Fs => encoded.iter().fold(root.to_path_buf(), |d, p| d.join(p)),
+    })
+}
+
+/// The longest file name Linux and the BSDs allow (NAME_MAX).
+const NAME_MAX: usize = 255;
+
+/// Names of files Dovecot and boxsync keep beside `cur/`, `new/` and `tmp/` (and in the root):
+/// with `LAYOUT=fs` a sub-folder's directory of such a name would collide with one of them.
+const FS_RESERVED_PREFIXES: [&str; 10] = [
+    "dovecot-uidlist",
+    "dovecot-keywords",
+    "dovecot-uidvalidity",
+    "dovecot.index",
+    "dovecot.list.index",
+    "dovecot.mailbox.log",
+    "boxsync.index",
+    "boxsync-sync.lock",
+    "maildirfolder",
+    "subscriptions",
+];
+
+/// Whether a level (as stored: modified UTF-7) cannot be a folder directory with `LAYOUT=fs`:
+/// hidden (the scan skips those, and the index directory of a root may be one), the three
+/// Maildir directories (Dovecot's "reserved name"), or a control file's name.
+fn fs_reserved(encoded: &str) -> bool {
+    encoded.starts_with('.')
+        || ["cur", "new", "tmp"].contains(&encoded)
+        || FS_RESERVED_PREFIXES.iter().any(|r| encoded.starts_with(r))
+}
+
+/// Why `layout` cannot hold `name`, or `None` when it can.
+fn unfit(layout: Layout, name: &MailboxName) -> Option<String> {
+    if name.is_inbox() {
+        return None;
     }
     let encoded: Vec<String> = name.parts().iter().map(|p| mutf7::encode(p)).collect();
     match layout {
         Layout::MaildirPlusPlus => {
             if let Some(p) = name.parts().iter().find(|p| p.contains('.')) {
-                return Err(Error::data(format!(
-                    "mailbox name {name:?}: level {p:?} contains '.', which Maildir++ uses as its separator"
-                )));
+                return Some(format!(
+                    "level {p:?} contains '.', which Maildir++ uses as its separator"
+                ));
             }
-            Ok(root.join(format!(".{}", encoded.join("."))))
+            // The whole name is one directory: `.` and the levels joined by `.`.
+            let len = encoded.iter().map(|p| p.len() + 1).sum::<usize>();
+            (len > NAME_MAX)
+                .then(|| format!("{len} bytes as a Maildir++ directory name, more than {NAME_MAX}"))
         }
-        Layout::Fs => {
-            if let Some(p) = encoded
-                .iter()
-                .find(|p| p.starts_with('.') || ["cur", "new", "tmp"].contains(&p.as_str()))
-            {
-                return Err(Error::data(format!(
-                    "mailbox name {name:?}: level {p:?} cannot be a directory name here"
-                )));
+        Layout::Fs => encoded.iter().find_map(|p| {
+            if fs_reserved(p) {
+                Some(format!("level {p:?} cannot be a directory name here"))
+            } else if p.len() > NAME_MAX {
+                Some(format!(
+                    "level {p:?} is longer than {NAME_MAX} bytes as a directory name"
+                ))
+            } else {
+                None
             }
-            Ok(encoded.iter().fold(root.to_path_buf(), |d, p| d.join(p)))
-        }
+        }),
     }
+}
+
+/// The name a folder gets here for a mailbox another store calls `name` ([`crate::Store::fix_name`]):
+/// Maildir++ turns each `.` inside a level into `alt`; `LAYOUT=fs` puts `_` before a reserved
+/// level, as Dovecot does. `None` when the result still does not fit (too long).
+pub(crate) fn fix_name(layout: Layout, name: &MailboxName, alt: char) -> Option<MailboxName> {
+    if unfit(layout, name).is_none() {
+        return Some(name.clone());
+    }
+    let fixed = match layout {
+        Layout::MaildirPlusPlus => name.replace_chars(|c| c == '.', alt).ok()?,
+        Layout::Fs => MailboxName::from_parts(name.parts().iter().map(|p| {
+            if fs_reserved(&mutf7::encode(p)) {
+                format!("_{p}")
+            } else {
+                p.clone()
+            }
+        }))
+        .ok()?,
+    };
+    unfit(layout, &fixed).is_none().then_some(fixed)
 }
 
 fn mtime_ns(path: &Path) -> i128 {
@@ -559,4 +625,66 @@ pub(crate) fn load_folder(index: &Index, guid: Guid128, folder: &mut Folder) -> 
 pub(crate) fn reread_uidlist(dir: &Path) -> Result<Uidlist> {
     read_uidlist(dir)?
         .ok_or_else(|| Error::data(format!("{}: dovecot-uidlist vanished", dir.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fix(layout: Layout, name: &str, alt: char) -> Option<String> {
+        fix_name(layout, &MailboxName::parse(name).unwrap(), alt).map(|n| n.to_string())
+    }
+
+    #[test]
+    fn maildir_plus_plus_turns_dots_into_the_alt_char() {
+        let l = Layout::MaildirPlusPlus;
+        assert_eq!(fix(l, "a.b", '_').as_deref(), Some("a_b"));
+        assert_eq!(fix(l, "Work/x.y.z", '+').as_deref(), Some("Work/x+y+z"));
+        assert_eq!(fix(l, "Work/x y", '_').as_deref(), Some("Work/x y"));
+        assert_eq!(fix(l, "INBOX", '_').as_deref(), Some("INBOX"));
+        // A leading dot is no hidden directory in Maildir++: it is inside `.NAME`.
+        assert_eq!(fix(l, ".hidden/cur", '_').as_deref(), Some("_hidden/cur"));
+        // The whole name is one directory name: too long is beyond repair.
+        let long = format!("{}/{}", "a".repeat(150), "b".repeat(150));
+        assert_eq!(fix(l, &long, '_'), None);
+        assert_eq!(fix(l, "a.b", '.'), None, "an alt char '.' repairs nothing");
+        let fixed = MailboxName::parse("a_b").unwrap();
+        assert!(folder_dir(Path::new("/m"), l, &fixed).is_ok());
+        let e = folder_dir(Path::new("/m"), l, &MailboxName::parse("a.b").unwrap());
+        assert!(
+            e.unwrap_err()
+                .to_string()
+                .contains("Maildir++ uses as its separator")
+        );
+    }
+
+    #[test]
+    fn layout_fs_prefixes_reserved_levels() {
+        let l = Layout::Fs;
+        assert_eq!(fix(l, "a.b", '_').as_deref(), Some("a.b"));
+        assert_eq!(fix(l, "Work/cur", '_').as_deref(), Some("Work/_cur"));
+        assert_eq!(fix(l, "tmp/new", '+').as_deref(), Some("_tmp/_new"));
+        assert_eq!(fix(l, ".hidden", '_').as_deref(), Some("_.hidden"));
+        assert_eq!(
+            fix(l, "Work/dovecot-uidlist", '_').as_deref(),
+            Some("Work/_dovecot-uidlist")
+        );
+        assert_eq!(
+            fix(l, "maildirfolder", '_').as_deref(),
+            Some("_maildirfolder")
+        );
+        // Levels are separate directories: each may be long, none longer than a file name.
+        let two = format!("{}/{}", "a".repeat(200), "b".repeat(200));
+        assert_eq!(fix(l, &two, '_').as_deref(), Some(two.as_str()));
+        // 100 of these are 200 bytes of UTF-8 but 269 of modified UTF-7.
+        assert_eq!(fix(l, &"ø".repeat(100), '_'), None);
+        for name in ["Work/_cur", "_.hidden"] {
+            let n = MailboxName::parse(name).unwrap();
+            assert!(folder_dir(Path::new("/m"), l, &n).is_ok(), "{name}");
+        }
+        for name in ["Work/cur", ".hidden", "dovecot.index.log"] {
+            let n = MailboxName::parse(name).unwrap();
+            assert!(folder_dir(Path::new("/m"), l, &n).is_err(), "{name}");
+        }
+    }
 }

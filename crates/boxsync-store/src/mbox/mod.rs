@@ -325,6 +325,74 @@ fn assign_uids_in_memory(
     }
 }
 
+/// The file of a mailbox: INBOX's own, else the levels in modified UTF-7 under the root.
+fn path_of(location: &MboxLocation, name: &MailboxName) -> PathBuf {
+    if name.is_inbox() {
+        return location.inbox.clone();
+    }
+    name.parts()
+        .iter()
+        .fold(location.root.clone(), |p, part| p.join(mutf7::encode(part)))
+}
+
+/// The longest level, as stored, that leaves room in a file name (NAME_MAX, 255) for the
+/// temporary files a writer makes beside a folder (`.NAME.boxsync-spool-PID-N`).
+const MAX_LEVEL: usize = 255 - 40;
+
+/// Whether a level (as stored: modified UTF-7) cannot name an mbox file: the scan skips hidden
+/// files (the index directory `.imap` is one) and takes `*.lock` for dotlocks.
+fn reserved_level(encoded: &str) -> bool {
+    encoded.starts_with('.') || encoded.ends_with(".lock")
+}
+
+/// Why this mbox root cannot hold `name`, or `None` when it can.
+fn unfit(location: &MboxLocation, name: &MailboxName) -> Option<String> {
+    if name.is_inbox() {
+        return None;
+    }
+    for part in name.parts() {
+        let encoded = mutf7::encode(part);
+        if reserved_level(&encoded) {
+            return Some(format!(
+                "level {part:?} cannot be an mbox file name (it would be hidden or taken for a lock)"
+            ));
+        }
+        if encoded.len() > MAX_LEVEL {
+            return Some(format!(
+                "level {part:?} is longer than {MAX_LEVEL} bytes as a file name"
+            ));
+        }
+    }
+    let path = path_of(location, name);
+    (path == location.inbox || path.starts_with(&location.index_dir)).then(|| {
+        format!(
+            "{} is INBOX or the index directory of this mbox root",
+            path.display()
+        )
+    })
+}
+
+/// The name a folder gets here for a mailbox another store calls `name`
+/// ([`crate::Store::fix_name`]): a hidden or lock-like level gets `_` in front (`.x` → `_.x`)
+/// or its `.lock` turned into `alt` + `lock`. `None` when it still does not fit.
+fn fix_name(location: &MboxLocation, name: &MailboxName, alt: char) -> Option<MailboxName> {
+    if unfit(location, name).is_none() {
+        return Some(name.clone());
+    }
+    let fixed = MailboxName::from_parts(name.parts().iter().map(|p| {
+        let mut p = p.clone();
+        if p.starts_with('.') {
+            p.insert(0, '_');
+        }
+        if let Some(stem) = p.strip_suffix(".lock") {
+            p = format!("{stem}{alt}lock");
+        }
+        p
+    }))
+    .ok()?;
+    unfit(location, &fixed).is_none().then_some(fixed)
+}
+
 /// Whether a name is one of the files a writer makes beside a folder file
 /// (`.NAME.boxsync-new-PID`, `.NAME.boxsync-spool-PID-N`) by a process that is gone.
 fn left_by_a_dead_boxsync(file_name: &str) -> bool {
@@ -708,21 +776,10 @@ impl MboxStore {
 
     /// The file a mailbox name maps to; refuses names that would leave the root.
     fn folder_path(&self, name: &MailboxName) -> Result<PathBuf> {
-        if name.is_inbox() {
-            return Ok(self.location.inbox.clone());
+        if let Some(why) = unfit(&self.location, name) {
+            return Err(Error::data(format!("mailbox name {name:?}: {why}")));
         }
-        let mut path = self.location.root.clone();
-        for part in name.parts() {
-            let encoded = mutf7::encode(part);
-            if encoded.starts_with('.') || encoded.ends_with(".lock") {
-                return Err(Error::data(format!(
-                    "mailbox name {name:?}: level {part:?} cannot be an mbox file name \
-                     (it would be hidden or taken for a lock)"
-                )));
-            }
-            path.push(encoded);
-        }
-        Ok(path)
+        Ok(path_of(&self.location, name))
     }
 
     fn log_append(&mut self, kind: LogKind, guid: Guid128) -> Result<()> {
@@ -814,6 +871,10 @@ impl Store for MboxStore {
 
     fn broken_mailboxes(&self) -> Vec<MailboxName> {
         crate::broken_names(&self.mailbox_errors)
+    }
+
+    fn fix_name(&self, name: &MailboxName, alt: char) -> Option<MailboxName> {
+        fix_name(&self.location, name, alt)
     }
 
     fn load(&mut self, mailbox: Guid128) -> Result<()> {
@@ -1155,5 +1216,25 @@ mod tests {
         assert_eq!(l.index_dir, PathBuf::from("/idx"));
         assert!(MboxLocation::parse("mbox:").is_err());
         assert!(MboxLocation::parse("mbox:/m:BOGUS=1").is_err());
+    }
+
+    #[test]
+    fn names_an_mbox_root_cannot_hold_are_repaired() {
+        let l = MboxLocation::parse("mbox:/m:INBOX=/m/Mail/inbox").unwrap();
+        let fix = |name: &str, alt: char| {
+            fix_name(&l, &MailboxName::parse(name).unwrap(), alt).map(|n| n.to_string())
+        };
+        // Maildir++'s and IMAP's separators are plain characters in an mbox level.
+        assert_eq!(fix("a.b/c\u{1}d", '_').as_deref(), Some("a.b/c\u{1}d"));
+        assert_eq!(fix("Work/.hidden", '_').as_deref(), Some("Work/_.hidden"));
+        assert_eq!(fix("x.lock", '+').as_deref(), Some("x+lock"));
+        assert_eq!(fix(".y.lock", '_').as_deref(), Some("_.y_lock"));
+        // A level longer than a file name can be stays unfit: the brain takes the GUID.
+        assert_eq!(fix(&"ø".repeat(100), '_'), None);
+        // INBOX's own file cannot be another mailbox.
+        assert_eq!(fix("Mail/inbox", '_'), None);
+        for fits in ["INBOX", "Work/x", "a b"] {
+            assert_eq!(fix(fits, '_').as_deref(), Some(fits));
+        }
     }
 }

@@ -42,6 +42,8 @@ pub struct Imapd {
     port: u16,
     tls_port: u16,
     users: Vec<String>,
+    /// The users' Maildirs use `LAYOUT=fs` (a name may hold a '.') instead of Maildir++.
+    layout_fs: bool,
     /// Where the daemon's own files are (run, state, tls, users, home): the helper's base.
     root: PathBuf,
     ca: PathBuf,
@@ -72,6 +74,16 @@ impl Imapd {
     /// `mail_location = maildir:~/Maildir`. `None` (with a note on stderr) when Dovecot is not
     /// installed; panics, with Dovecot's log, when it is installed but does not come up.
     pub fn start_with(users: &[&str]) -> Option<Imapd> {
+        Imapd::start_configured(users, false)
+    }
+
+    /// Like [`Imapd::start`], with `maildir:~/Maildir:LAYOUT=fs` stores: mailbox names on
+    /// this server may hold a '.', which Maildir++ cannot.
+    pub fn start_layout_fs() -> Option<Imapd> {
+        Imapd::start_configured(&["alice", "bob"], true)
+    }
+
+    fn start_configured(users: &[&str], layout_fs: bool) -> Option<Imapd> {
         if !imapd_available() {
             let on_ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false");
             assert!(
@@ -110,6 +122,7 @@ impl Imapd {
             port: 0,
             tls_port: 0,
             users: users.iter().map(|u| (*u).to_owned()).collect(),
+            layout_fs,
             root,
             ca,
             dovecot,
@@ -156,7 +169,8 @@ impl Imapd {
         &self.users
     }
 
-    /// `maildir:BASE/home/USER/Maildir`: the store the imapd serves for `user`, for
+    /// `maildir:BASE/home/USER/Maildir` (with `:LAYOUT=fs` from [`Imapd::start_layout_fs`]):
+    /// the store the imapd serves for `user`, for
     /// [`Dovecot::save`], [`Dovecot::fetch`] and the like.
     pub fn user_location(&self, user: &str) -> String {
         assert!(
@@ -164,7 +178,16 @@ impl Imapd {
             "{user} is not a user of this server ({:?})",
             self.users
         );
-        format!("maildir:{}", self.user_maildir(user).display())
+        format!(
+            "maildir:{}{}",
+            self.user_maildir(user).display(),
+            self.layout_suffix()
+        )
+    }
+
+    /// What the mail locations of this server's users end with.
+    fn layout_suffix(&self) -> &'static str {
+        if self.layout_fs { ":LAYOUT=fs" } else { "" }
     }
 
     /// The directory of `user`'s Maildir.
@@ -256,7 +279,7 @@ impl Imapd {
              service anvil {{\n  unix_listener anvil-auth-penalty {{\n    mode = 0\n  }}\n}}\n\
              passdb {{\n  driver = passwd-file\n  args = scheme=PLAIN username_format=%u {r}/users\n}}\n\
              userdb {{\n  driver = passwd-file\n  args = username_format=%u {r}/users\n}}\n\
-             mail_location = maildir:~/Maildir\n\
+             mail_location = maildir:~/Maildir{layout}\n\
              # Tests need no durability; this keeps them fast.\n\
              mail_fsync = never\n\
              namespace inbox {{\n\
@@ -282,6 +305,7 @@ impl Imapd {
             gid = ids.mail_gid,
             port = self.port,
             tls_port = self.tls_port,
+            layout = self.layout_suffix(),
         );
         std::fs::write(self.dovecot.conf(), text).expect("write dovecot.conf");
     }

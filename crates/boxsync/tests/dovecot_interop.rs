@@ -3,9 +3,10 @@
 //! `doveadm sync` ends on copies of the same stores.
 
 mod common;
+mod support;
 
 use common::{Dir, Dovecot, FetchRow, boxsync, dovecot_or_skip, maildir, message};
-use std::path::Path;
+use support::copy_tree;
 
 fn run_boxsync(a: &str, args: &[&str], b: &str) -> std::process::Output {
     let out = boxsync()
@@ -26,16 +27,6 @@ fn run_boxsync(a: &str, args: &[&str], b: &str) -> std::process::Output {
         String::from_utf8_lossy(&out.stderr)
     );
     out
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    let st = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(from)
-        .arg(to)
-        .status()
-        .expect("cp");
-    assert!(st.success());
 }
 
 /// Mailbox names with their messages, without the mailboxes Dovecot lists only as parents.

@@ -8,7 +8,9 @@ mod support;
 use common::{Dir, Dovecot, boxsync, dovecot_or_skip, maildir};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
-use support::{Content, Folder, Mail, code, content_of, describe, folder_dir, write_maildir};
+use support::{
+    Content, Folder, Mail, code, content_of, copy_tree, describe, folder_dir, write_maildir,
+};
 
 const DAY: u64 = 86_400;
 
@@ -88,16 +90,6 @@ fn source(root: &Path) -> u128 {
         }
     }
     folders[1].guid
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    let st = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(from)
-        .arg(to)
-        .status()
-        .expect("cp");
-    assert!(st.success());
 }
 
 /// The subjects in each non-empty mailbox (with flags and bytes compared separately).

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, SystemTime};
 use support::{
-    Content, Folder, Mail, assert_same_content, code, content_of, deliver, describe, ok,
+    Content, Folder, Mail, assert_same_content, code, content_of, copy_tree, deliver, describe, ok,
     read_maildir, write_maildir,
 };
 
@@ -50,17 +50,6 @@ fn mbox(root: &Path) -> String {
 /// The same folders as Dovecot is told about them.
 fn dove(root: &Path) -> String {
     format!("mbox:{}:INBOX={}/inbox", root.display(), root.display())
-}
-
-/// `cp -a FROM TO`.
-fn copy_tree(from: &Path, to: &Path) {
-    let st = Command::new("cp")
-        .arg("-a")
-        .arg(from)
-        .arg(to)
-        .status()
-        .expect("run cp");
-    assert!(st.success(), "cp -a {} {}", from.display(), to.display());
 }
 
 // ---- fixtures ----

@@ -10,7 +10,7 @@ mod support;
 use common::{Dir, Dovecot, boxsync, dovecot_or_skip, maildir, message};
 use std::path::Path;
 use std::process::Output;
-use support::{Folder, Mail, code, content_of, describe, write_maildir};
+use support::{Folder, Mail, code, content_of, copy_tree, describe, write_maildir};
 
 const BIN: &str = env!("CARGO_BIN_EXE_boxsync");
 
@@ -45,16 +45,6 @@ fn config(dir: &Dir, text: &str) -> std::path::PathBuf {
     let path = dir.join("boxsync.conf");
     std::fs::write(&path, text).unwrap();
     path
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    let st = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(from)
-        .arg(to)
-        .status()
-        .expect("cp");
-    assert!(st.success());
 }
 
 /// The mailboxes holding mail, as the store names them.

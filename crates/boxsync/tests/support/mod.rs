@@ -519,6 +519,17 @@ pub fn sized_message(n: usize, size: usize, rng: &mut Rng) -> Vec<u8> {
     m
 }
 
+/// `cp -a FROM TO`: a copy with times and modes kept, as a store's backup would be made.
+pub fn copy_tree(from: &Path, to: &Path) {
+    let st = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .expect("run cp");
+    assert!(st.success(), "cp -a {} {}", from.display(), to.display());
+}
+
 /// `Output` as text for assertion messages.
 pub fn describe(out: &Output) -> String {
     format!(

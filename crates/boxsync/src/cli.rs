@@ -898,30 +898,28 @@ fn sync_user(
         let _ = writeln!(err, "boxsync: Warning: {w}");
     }
     let ns = namespace.namespace();
-    if !common.mailbox.is_empty() && namespace.masks(&common.mailbox).is_empty() {
+    let mailboxes = namespace.masks(&common.mailbox);
+    if !common.mailbox.is_empty() && mailboxes.is_empty() {
         // -m named only special uses no mailbox has: nothing is selected, as in doveadm.
         return Ok(ExitCode::Ok);
     }
+    let filter = filter_of(&common)?;
+    // -v: live progress, taken off the screen before the summary line.
+    let meter = global.verbose.then(|| crate::progress::Meter::new(&user));
     let settings = Settings {
         mode,
         sync_type,
         state: saved_state,
-        mailboxes: namespace.masks(&common.mailbox),
+        mailboxes,
         excludes: namespace.masks(&common.exclude),
         lock_timeout: common.lock_timeout,
-        filter: filter_of(&common)?,
-        progress: None,
+        filter,
+        progress: meter.as_ref().map(|m| m.handle()),
         alt_char: common.alt_char.unwrap_or(global.alt_char),
         virtual_all_box: common
             .all_mailbox
             .as_ref()
             .and_then(|a| namespace.masks(std::slice::from_ref(a)).into_iter().next()),
-    };
-    // -v: live progress, taken off the screen before the summary line.
-    let meter = global.verbose.then(|| crate::progress::Meter::new(&user));
-    let settings = Settings {
-        progress: meter.as_ref().map(|m| m.handle()),
-        ..settings
     };
     let wire = wire_of(common.wire.timeout, common.wire.rawlog.as_deref())?;
     let mut code = ExitCode::Ok;

@@ -1311,25 +1311,14 @@ fn sync_mailbox(
         let mut writer = store.writer(guid, header)?;
         for (saves, body) in local_copies {
             let body = WatchedBody::new(body);
-            for (uid, g, flags, kws) in saves {
-                let meta = boxsync_store::SaveMeta {
-                    uid,
-                    guid: g,
-                    flags,
-                    keywords: kws.clone(),
-                    received: body.received().unwrap_or(0),
-                    pop3_uidl: None,
-                    pop3_order: None,
-                };
-                match writer.save(meta, &body) {
-                    Ok(()) => writer.set_base(uid, flags, kws),
-                    Err(e) if body.read_failed() => record_error(
-                        outcome,
-                        Error::data(format!("mailbox {name}: copying from the all mailbox: {e}")),
-                    ),
-                    Err(e) => return Err(e),
-                }
-            }
+            let origin = Origin {
+                received: body.received().unwrap_or(0),
+                pop3_uidl: None,
+                pop3_order: None,
+            };
+            save_instances(&mut *writer, &saves, &body, &origin, outcome, |e| {
+                Error::data(format!("mailbox {name}: copying from the all mailbox: {e}"))
+            })?;
         }
         let mut received_mail = 0usize;
         loop {
@@ -1361,42 +1350,26 @@ fn sync_mailbox(
                         }
                         None => (WatchedBody::new(body), None),
                     };
-                    let mut all_saved = true;
-                    for (uid, g, flags, kws) in saves {
-                        let saved = writer.save(
-                            boxsync_store::SaveMeta {
-                                uid: *uid,
-                                guid: g.clone(),
-                                flags: *flags,
-                                keywords: kws.clone(),
-                                received: mail.received_date,
-                                pop3_uidl: mail.pop3_uidl.clone(),
-                                pop3_order: mail.pop3_order,
-                            },
-                            &body,
+                    let origin = Origin {
+                        received: mail.received_date,
+                        pop3_uidl: mail.pop3_uidl,
+                        pop3_order: mail.pop3_order,
+                    };
+                    let read_error = |e| {
+                        let what = format!(
+                            "mailbox {name}: reading UID {}{} on the other side",
+                            mail.uid,
+                            body.local_path()
+                                .map(|p| format!(" ({})", p.display()))
+                                .unwrap_or_default()
                         );
-                        match saved {
-                            Ok(()) => writer.set_base(*uid, *flags, kws.clone()),
-                            // One unreadable message is that message's problem: report it,
-                            // copy the rest, and let the next run try it again.
-                            Err(e) if body.read_failed() => {
-                                let what = format!(
-                                    "mailbox {name}: reading UID {}{} on the other side",
-                                    mail.uid,
-                                    body.local_path()
-                                        .map(|p| format!(" ({})", p.display()))
-                                        .unwrap_or_default()
-                                );
-                                let e = match e {
-                                    Error::Io { source, .. } => Error::io(what, source),
-                                    e => Error::data(format!("{what}: {e}")),
-                                };
-                                record_error(outcome, e);
-                                all_saved = false;
-                            }
-                            Err(e) => return Err(e),
+                        match e {
+                            Error::Io { source, .. } => Error::io(what, source),
+                            e => Error::data(format!("{what}: {e}")),
                         }
-                    }
+                    };
+                    let all_saved =
+                        save_instances(&mut *writer, saves, &body, &origin, outcome, read_error)?;
                     if all_saved && let Some(f) = finisher {
                         f.finish();
                     }
@@ -1515,6 +1488,48 @@ fn sync_mailbox(
         });
     }
     Ok(())
+}
+
+/// What a saved message keeps from where it came from, besides its body.
+struct Origin {
+    received: i64,
+    pop3_uidl: Option<String>,
+    pop3_order: Option<u32>,
+}
+
+/// Saves every instance (UID, GUID, flags, keywords) of one message from `body`. One
+/// unreadable message is that message's problem: it is reported (`read_error` says where it
+/// was read), the rest are copied, and the next run tries it again; a failing destination
+/// stops the sync. Returns whether every instance was saved.
+fn save_instances(
+    writer: &mut dyn boxsync_store::MailboxWriter,
+    saves: &[(Uid, String, Flags, Keywords)],
+    body: &WatchedBody,
+    origin: &Origin,
+    outcome: &mut Outcome,
+    read_error: impl Fn(Error) -> Error,
+) -> Result<bool> {
+    let mut all_saved = true;
+    for (uid, guid, flags, keywords) in saves {
+        let meta = boxsync_store::SaveMeta {
+            uid: *uid,
+            guid: guid.clone(),
+            flags: *flags,
+            keywords: keywords.clone(),
+            received: origin.received,
+            pop3_uidl: origin.pop3_uidl.clone(),
+            pop3_order: origin.pop3_order,
+        };
+        match writer.save(meta, body) {
+            Ok(()) => writer.set_base(*uid, *flags, keywords.clone()),
+            Err(e) if body.read_failed() => {
+                record_error(outcome, read_error(e));
+                all_saved = false;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(all_saved)
 }
 
 /// One message's saves into this mailbox, with the body they come from.

@@ -103,13 +103,7 @@ fn dry_run_changes_nothing_and_reports_what_the_real_run_does() {
     // The same counts as the real run.
     let real = run(&["-v"]);
     ok(&real, "the real backup");
-    assert_eq!(
-        summary(&dry),
-        summary(&real),
-        "{}\n{}",
-        describe(&dry),
-        describe(&real)
-    );
+    assert_same_counts(&dry, &real);
     assert!(
         summary(&real).starts_with("2 messages copied"),
         "{}",
@@ -159,6 +153,17 @@ fn summary(out: &Output) -> String {
         .find(|l| l.contains("messages copied"))
         .map(|l| l.split(", ").skip(1).take(3).collect::<Vec<_>>().join(", "))
         .unwrap_or_default()
+}
+
+/// The dry run's report counts what the real run then did.
+fn assert_same_counts(dry: &Output, real: &Output) {
+    assert_eq!(
+        summary(dry),
+        summary(real),
+        "{}\n{}",
+        describe(dry),
+        describe(real)
+    );
 }
 
 /// The `dry run: STORE: LINE` lines about the store whose description starts with `store`.
@@ -406,13 +411,7 @@ fn dry_run_backup_into_an_imap_account_reads_it_and_changes_nothing() {
     // above would have seen a change).
     let real = run(&alice, &["-v", "backup"]);
     ok(&real, "the real backup");
-    assert_eq!(
-        summary(&dry),
-        summary(&real),
-        "{}\n{}",
-        describe(&dry),
-        describe(&real)
-    );
+    assert_same_counts(&dry, &real);
     // (Over the wire the master counts its own expunges only, and the account is the slave.)
     assert!(
         summary(&real).starts_with("3 messages copied")
@@ -487,13 +486,7 @@ fn dry_run_of_an_imap_account_into_a_maildir_changes_neither() {
     );
     let real = run(&alice, &["-v", "backup", "-R"]);
     ok(&real, "the migration");
-    assert_eq!(
-        summary(&dry),
-        summary(&real),
-        "{}\n{}",
-        describe(&dry),
-        describe(&real)
-    );
+    assert_same_counts(&dry, &real);
     assert!(
         summary(&real).starts_with("4 messages copied"),
         "{}",
@@ -522,13 +515,7 @@ fn dry_run_of_an_imap_account_into_a_maildir_changes_neither() {
     assert_reports(&dry, &mine, &["would expunge 1 message from INBOX"]);
     let real = run(&alice, &["-v", "backup", "-R"]);
     ok(&real, "the update");
-    assert_eq!(
-        summary(&dry),
-        summary(&real),
-        "{}\n{}",
-        describe(&dry),
-        describe(&real)
-    );
+    assert_same_counts(&dry, &real);
     assert!(
         summary(&real).starts_with("1 messages copied")
             && summary(&real).contains("1 expunged")
@@ -607,13 +594,7 @@ fn dry_run_over_a_command_changes_neither_side_and_prints_the_far_sides_lines() 
     assert_eq!(report_of(&dry, &maildir(&src)), ["nothing would change"]);
     let real = run(&[]);
     ok(&real, "the real backup over a command");
-    assert_eq!(
-        summary(&dry),
-        summary(&real),
-        "{}\n{}",
-        describe(&dry),
-        describe(&real)
-    );
+    assert_same_counts(&dry, &real);
     support::assert_same_store(&support::read_maildir(&src), &support::read_maildir(&far));
     // A second dry run finds nothing to do on either side.
     let again = run(&["--dry-run"]);
@@ -727,13 +708,7 @@ fn dry_run_over_tcp_to_a_listener_changes_neither_side() {
 
     let real = run("alice", &[]);
     ok(&real, "the real backup over tcp");
-    assert_eq!(
-        summary(&dry),
-        summary(&real),
-        "{}\n{}",
-        describe(&dry),
-        describe(&real)
-    );
+    assert_same_counts(&dry, &real);
     support::assert_same_store(&support::read_maildir(&src), &support::read_maildir(&far));
 }
 

@@ -2,6 +2,7 @@
 //! `dovecot-keywords` for keyword letters, `subscriptions`, `dovecot.mailbox.log`, Maildir++ or
 //! `LAYOUT=fs` folders in modified UTF-7. Dovecot and boxsync can share one Maildir.
 
+mod copier;
 pub mod format;
 mod scan;
 mod writer;

@@ -5,6 +5,7 @@
 //! A crash before the rename leaves only `tmp/` debris; after it, the next scan finds the files
 //! and gives them UIDs, and the next sync recognises them by GUID: nothing lost, nothing doubled.
 
+use super::copier;
 use super::format::filename::{self, split_info};
 use super::format::keywords::{self, KeywordsFile};
 use super::format::uidlist::{self, UidlistLock, UidlistRecord};
@@ -16,7 +17,6 @@ use boxsync_model::error::IoContext;
 use boxsync_model::{Error, Flags, Guid128, Keywords, Result, Uid};
 use boxsync_proto::MailBody;
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -24,6 +24,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// repeats little work.
 const BATCH_MESSAGES: usize = 2000;
 const BATCH_BYTES: u64 = 256 << 20;
+/// Copies queued on the copier threads at once: each holds its source open.
+const COPIES_IN_FLIGHT: usize = 64;
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
@@ -47,8 +49,13 @@ fn apply_ops(tx: &boxsync_index::Transaction<'_>, mailbox: Guid128, ops: Vec<Op>
 
 struct PendingSave {
     tmp: PathBuf,
+    /// The unique name `tmp/` holds it under, the start of a name of its own when the
+    /// peer's name does not fit.
+    fresh: String,
     base: String,
     meta: SaveMeta,
+    /// The sizes a queued copy expects, until its result is in.
+    copying: Option<(u64, u64)>,
 }
 
 pub(crate) struct Writer<'a> {
@@ -60,6 +67,13 @@ pub(crate) struct Writer<'a> {
     keywords: KeywordsFile,
     pending: Vec<PendingSave>,
     pending_bytes: u64,
+    /// Where the copier threads report the copies queued from `pending`.
+    copies: (
+        std::sync::mpsc::Sender<copier::Done>,
+        std::sync::mpsc::Receiver<copier::Done>,
+    ),
+    copies_in_flight: usize,
+    copy_failed: Option<Error>,
     /// Base names in use, built at the first save that needs them.
     names_in_use: Option<std::collections::HashSet<String>>,
     /// The next UID as of our scan and our own saves: UIDs from here up to the uidlist's
@@ -79,37 +93,8 @@ fn copy_body(body: &dyn MailBody, dest: &Path) -> std::io::Result<(std::fs::File
         .write(true)
         .create_new(true)
         .open(dest)?;
-    let mut buf = vec![0u8; 256 << 10];
-    let (mut size, mut bare_lf) = (0u64, 0u64);
-    let mut prev_cr = false;
-    loop {
-        let n = match input.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        for &b in &buf[..n] {
-            if b == b'\n' && !prev_cr {
-                bare_lf += 1;
-            }
-            prev_cr = b == b'\r';
-        }
-        out.write_all(&buf[..n])?;
-        size += n as u64;
-    }
-    Ok((out, size, size + bare_lf))
-}
-
-/// Copies a local file with the kernel's copy (no pass through user space).
-fn kernel_copy(src: &Path, dest: &Path) -> std::io::Result<(std::fs::File, u64)> {
-    let mut from = std::fs::File::open(src)?;
-    let mut to = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(dest)?;
-    let n = std::io::copy(&mut from, &mut to)?;
-    Ok((to, n))
+    let (size, vsize) = copier::copy_counting(&mut input, &mut out)?;
+    Ok((out, size, vsize))
 }
 
 /// Brings a folder's message count and digest up to date and writes its index row.
@@ -239,6 +224,9 @@ impl<'a> Writer<'a> {
             keywords,
             pending: Vec::new(),
             pending_bytes: 0,
+            copies: std::sync::mpsc::channel(),
+            copies_in_flight: 0,
+            copy_failed: None,
             names_in_use: None,
             known_next,
             expunges: Vec::new(),
@@ -293,8 +281,50 @@ impl<'a> Writer<'a> {
         Ok(())
     }
 
+    /// Takes in copier results until at most `left` copies are still running. A copy whose
+    /// size differs from what the peer's name said gets a name of its own.
+    fn await_copies(&mut self, left: usize) {
+        while self.copies_in_flight > left {
+            let Ok(done) = self.copies.1.recv() else {
+                break;
+            };
+            self.copies_in_flight -= 1;
+            let Some(p) = self.pending.get_mut(done.id) else {
+                continue;
+            };
+            let expected = p.copying.take().unwrap_or_default();
+            match done.result {
+                Ok(sizes) if sizes == expected => {}
+                Ok((size, vsize)) => {
+                    p.base = filename::with_sizes(&p.fresh, size, vsize);
+                    self.pending_bytes = self.pending_bytes - expected.0 + size;
+                    self.report.bytes = self.report.bytes - expected.0 + size;
+                }
+                Err(e) => {
+                    let tmp_dir = self.folder.dir.join("tmp");
+                    self.copy_failed.get_or_insert_with(|| {
+                        Error::io(
+                            format!("saving UID {} into {}", p.meta.uid, tmp_dir.display()),
+                            e,
+                        )
+                    });
+                }
+            }
+        }
+    }
+
     /// Makes pending saves durable and visible: flush, rename into `cur/`, uidlist, index.
     fn flush_saves(&mut self) -> Result<()> {
+        self.await_copies(0);
+        if let Some(e) = self.copy_failed.take() {
+            // Nothing of this batch is in cur/, the uidlist or the index yet: drop it all,
+            // so that a later flush cannot rename a copy that is not there.
+            for p in std::mem::take(&mut self.pending) {
+                let _ = std::fs::remove_file(&p.tmp);
+            }
+            self.pending_bytes = 0;
+            return Err(e);
+        }
         if self.pending.is_empty() {
             return Ok(());
         }
@@ -670,36 +700,47 @@ impl MailboxWriter for Writer<'_> {
             },
             _ => None,
         };
-        // A Dovecot-named local file states its sizes: let the kernel copy it.
-        let by_kernel = match (
+        let received =
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(meta.received.max(0) as u64);
+        // A Dovecot-named local file states its sizes: a copier thread lets the kernel copy
+        // it. It is opened here, so that one that cannot be read is reported as before.
+        let queued = match (
             linked.is_none().then(|| body.local_path()).flatten(),
             filename::base_sizes(&meta.guid),
         ) {
-            (Some(path), (Some(size), Some(vsize))) => match kernel_copy(path, &tmp) {
-                Ok((file, n)) if n == size => Some((file, size, vsize)),
-                _ => {
-                    let _ = std::fs::remove_file(&tmp);
-                    None
-                }
-            },
+            (Some(path), (Some(size), Some(vsize))) => std::fs::File::open(path)
+                .ok()
+                .map(|from| (from, size, vsize)),
             _ => None,
         };
-        let copied = match linked.or(by_kernel) {
-            Some(done) => Ok(done),
-            None => copy_body(body, &tmp),
+        let (size, vsize, copying) = if let Some((from, size, vsize)) = queued {
+            self.await_copies(COPIES_IN_FLIGHT - 1);
+            copier::submit(copier::Job {
+                from,
+                to: tmp.clone(),
+                expected: (size, vsize),
+                received,
+                id: self.pending.len(),
+                reply: self.copies.0.clone(),
+            });
+            self.copies_in_flight += 1;
+            (size, vsize, Some((size, vsize)))
+        } else {
+            let copied = match linked {
+                Some(done) => Ok(done),
+                None => copy_body(body, &tmp),
+            };
+            let (file, size, vsize) = copied.map_err(|e| {
+                let _ = std::fs::remove_file(&tmp);
+                Error::io(
+                    format!("saving UID {} into {}", meta.uid, tmp_dir.display()),
+                    e,
+                )
+            })?;
+            file.set_modified(received)
+                .ctx(|| format!("setting the received date of {}", tmp.display()))?;
+            (size, vsize, None)
         };
-        let (file, size, vsize) = copied.map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            Error::io(
-                format!("saving UID {} into {}", meta.uid, tmp_dir.display()),
-                e,
-            )
-        })?;
-        let received =
-            std::time::UNIX_EPOCH + std::time::Duration::from_secs(meta.received.max(0) as u64);
-        file.set_modified(received)
-            .ctx(|| format!("setting the received date of {}", tmp.display()))?;
-        drop(file);
         // Keep the peer's file name when it is a Dovecot-style name whose sizes are right:
         // then Dovecot sees the same GUID without a G field, as its own dsync arranges.
         let base = match filename::base_sizes(&meta.guid) {
@@ -719,7 +760,13 @@ impl MailboxWriter for Writer<'_> {
         if let Some(names) = &mut self.names_in_use {
             names.insert(base.clone());
         }
-        self.pending.push(PendingSave { tmp, base, meta });
+        self.pending.push(PendingSave {
+            tmp,
+            fresh,
+            base,
+            meta,
+            copying,
+        });
         if self.pending.len() >= BATCH_MESSAGES || self.pending_bytes >= BATCH_BYTES {
             self.flush_saves()?;
         }

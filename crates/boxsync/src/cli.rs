@@ -971,13 +971,11 @@ fn sync_user(
                 dry_logs.push((dest.store.describe(), dest_log));
                 (local, dest)
             } else if must_exist(Role::Slave) {
-                let dest = dest_loc.open(false, global.fsync)?;
-                let local = local_loc.open(true, global.fsync)?;
+                let (dest, local) = stores::open_both(&dest_loc, false, &local_loc, global.fsync)?;
                 (local, dest)
             } else {
-                let local = local_loc.open(!must_exist(Role::Master), global.fsync)?;
-                let dest = dest_loc.open(true, global.fsync)?;
-                (local, dest)
+                let create = !must_exist(Role::Master);
+                stores::open_both(&local_loc, create, &dest_loc, global.fsync)?
             };
             report_scan(&local, &mut code, err);
             report_scan(&dest, &mut code, err);

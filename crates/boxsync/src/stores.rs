@@ -109,6 +109,17 @@ impl MailLocation {
         }
     }
 
+    /// Whether the root of a store on this machine's file system exists; `None` for an
+    /// IMAP account.
+    pub fn root_exists(&self) -> Option<bool> {
+        match self {
+            MailLocation::Maildir(l) => Some(l.root.is_dir()),
+            MailLocation::Mbox(l) => Some(l.root.exists()),
+            MailLocation::Dbox(l) => Some(l.root.is_dir()),
+            MailLocation::Imapc(_) => None,
+        }
+    }
+
     /// Refuses a store boxsync cannot change (a dbox) on a side the sync would write to.
     pub fn check_writable(&self) -> Result<()> {
         match self {
@@ -223,6 +234,30 @@ fn described(errors: &[(String, Error)]) -> Vec<(String, String, ExitCode)> {
         .iter()
         .map(|(name, e)| (name.clone(), e.to_string(), e.exit_code()))
         .collect()
+}
+
+/// Opens `first` (created when missing only with `create`) and `second` (created when
+/// missing), each scanning its store on a thread of its own when that is safe: when `first`
+/// may be created, or its root is there. Otherwise `first` is opened alone first, so that a
+/// missing source stops the sync before the other store is created.
+pub fn open_both(
+    first: &MailLocation,
+    create: bool,
+    second: &MailLocation,
+    fsync: bool,
+) -> Result<(Opened, Opened)> {
+    if !create && first.root_exists() != Some(true) {
+        let first = first.open(create, fsync)?;
+        return Ok((first, second.open(true, fsync)?));
+    }
+    std::thread::scope(|s| {
+        let other = s.spawn(|| second.open(true, fsync));
+        let first = first.open(create, fsync);
+        let second = other
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        Ok((first?, second?))
+    })
 }
 
 /// Where spooled bodies go for a store at `text`.

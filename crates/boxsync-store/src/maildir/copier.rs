@@ -1,6 +1,6 @@
 //! Copies of local message files into `tmp/`, on a few threads of their own.
 //!
-//! The copies are written with `O_DIRECT` from one reused buffer per thread. A buffered copy
+//! Copies of 16 KiB and more are written with `O_DIRECT` from one reused buffer per thread. A buffered copy
 //! puts every byte of the destination into fresh page-cache pages, and allocating those is
 //! most of what a first backup costs (on a VM whose host hands memory out lazily, several
 //! times the disk's own time); it also evicts the mail a server is serving. A direct write
@@ -96,10 +96,12 @@ fn run(mut job: Job) {
 }
 
 fn copy(job: &mut Job, out: &mut File) -> std::io::Result<(u64, u64)> {
-    let n = match set_direct(out, true) {
-        Ok(()) => BUFFER.with_borrow_mut(|buf| copy_direct(&mut job.from, out, buf.aligned()))?,
+    let direct = job.expected.0 >= DIRECT_MIN && set_direct(out, true).is_ok();
+    let n = if direct {
+        BUFFER.with_borrow_mut(|buf| copy_direct(&mut job.from, out, buf.aligned()))?
+    } else {
         // File to file: the kernel copies (copy_file_range), nothing passes through here.
-        Err(_) => std::io::copy(&mut job.from, out)?,
+        std::io::copy(&mut job.from, out)?
     };
     let sizes = if n == job.expected.0 {
         job.expected
@@ -121,6 +123,11 @@ fn copy(job: &mut Job, out: &mut File) -> std::io::Result<(u64, u64)> {
 
 /// Block size direct writes are aligned to: a multiple of every device's logical block.
 const ALIGN: usize = 4096;
+/// Smaller files are copied buffered: a direct write is a round trip to the disk of its
+/// own, where the page cache writes many small files back in one go. Most mail is a few
+/// KiB, most bytes are in the larger ones. (1 GiB corpus, initial backup, two runs each:
+/// all direct 5.0 and 6.2 s, from 16 KiB 3.8 and 4.4 s, from 64 KiB 5.0 and 4.5 s.)
+const DIRECT_MIN: u64 = 16 << 10;
 const BUFFER_BYTES: usize = 1 << 20;
 
 /// A buffer aligned for direct I/O, one per copier thread.
@@ -283,6 +290,9 @@ mod tests {
             ALIGN - 1,
             ALIGN,
             ALIGN + 1,
+            DIRECT_MIN as usize - 1,
+            DIRECT_MIN as usize,
+            DIRECT_MIN as usize + 1,
             BUFFER_BYTES - 1,
             BUFFER_BYTES,
             BUFFER_BYTES + 1,

@@ -38,6 +38,19 @@ pub(crate) struct Done {
     pub(crate) result: std::io::Result<(u64, u64)>,
 }
 
+/// Asks the kernel to start reading `file` now: a source that is not in the page cache is
+/// then on its way while the copy waits in the queue, instead of being read only when a
+/// copier thread gets to it, one small synchronous read after another. (1 GiB corpus,
+/// initial backup from a source not in the page cache: 3.7-4.3 s with the hint, 4.7-5.3 s
+/// without.)
+pub(crate) fn read_ahead(file: &File) {
+    // SAFETY: a plain advice call on a descriptor `file` keeps open; failure only loses
+    // the hint.
+    unsafe {
+        libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_WILLNEED);
+    }
+}
+
 /// Queues a copy on the shared workers.
 pub(crate) fn submit(job: Job) {
     let queue = QUEUE.get_or_init(start_workers);

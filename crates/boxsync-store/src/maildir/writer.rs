@@ -708,9 +708,10 @@ impl MailboxWriter for Writer<'_> {
             linked.is_none().then(|| body.local_path()).flatten(),
             filename::base_sizes(&meta.guid),
         ) {
-            (Some(path), (Some(size), Some(vsize))) => std::fs::File::open(path)
-                .ok()
-                .map(|from| (from, size, vsize)),
+            (Some(path), (Some(size), Some(vsize))) => std::fs::File::open(path).ok().map(|from| {
+                copier::read_ahead(&from);
+                (from, size, vsize)
+            }),
             _ => None,
         };
         let (size, vsize, copying) = if let Some((from, size, vsize)) = queued {

@@ -95,15 +95,19 @@ fn worker(rx: &Mutex<Receiver<Job>>) {
 }
 
 fn run(mut job: Job) {
-    let result = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&job.to)
-        .and_then(|mut out| {
-            copy(&mut job, &mut out).inspect_err(|_| {
-                let _ = std::fs::remove_file(&job.to);
+    // The writer waits for an answer to every job: even a panic must give one.
+    let copied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&job.to)
+            .and_then(|mut out| {
+                copy(&mut job, &mut out).inspect_err(|_| {
+                    let _ = std::fs::remove_file(&job.to);
+                })
             })
-        });
+    }));
+    let result = copied.unwrap_or_else(|_| Err(std::io::Error::other("the copy panicked")));
     // A writer that went away (an error elsewhere) leaves its files as tmp/ debris.
     let _ = job.reply.send(Done { id: job.id, result });
 }

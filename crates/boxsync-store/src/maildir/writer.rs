@@ -97,6 +97,11 @@ fn copy_body(body: &dyn MailBody, dest: &Path) -> std::io::Result<(std::fs::File
     Ok((out, size, vsize))
 }
 
+/// The error of a save that could not be written into `tmp_dir`, whichever thread copied it.
+fn save_failed(uid: Uid, tmp_dir: &Path, e: std::io::Error) -> Error {
+    Error::io(format!("saving UID {uid} into {}", tmp_dir.display()), e)
+}
+
 /// Brings a folder's message count and digest up to date and writes its index row.
 fn record_folder(
     tx: &boxsync_index::Transaction,
@@ -302,12 +307,8 @@ impl<'a> Writer<'a> {
                 }
                 Err(e) => {
                     let tmp_dir = self.folder.dir.join("tmp");
-                    self.copy_failed.get_or_insert_with(|| {
-                        Error::io(
-                            format!("saving UID {} into {}", p.meta.uid, tmp_dir.display()),
-                            e,
-                        )
-                    });
+                    self.copy_failed
+                        .get_or_insert_with(|| save_failed(p.meta.uid, &tmp_dir, e));
                 }
             }
         }
@@ -733,10 +734,7 @@ impl MailboxWriter for Writer<'_> {
             };
             let (file, size, vsize) = copied.map_err(|e| {
                 let _ = std::fs::remove_file(&tmp);
-                Error::io(
-                    format!("saving UID {} into {}", meta.uid, tmp_dir.display()),
-                    e,
-                )
+                save_failed(meta.uid, &tmp_dir, e)
             })?;
             file.set_modified(received)
                 .ctx(|| format!("setting the received date of {}", tmp.display()))?;

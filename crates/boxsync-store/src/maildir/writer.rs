@@ -493,28 +493,10 @@ impl<'a> Writer<'a> {
         Ok(())
     }
 
-    fn finish_inner(&mut self) -> Result<WriteReport> {
-        self.flush_saves()?;
-        let dir = self.folder.dir.clone();
-        let lock = UidlistLock::acquire(&dir, LOCK_TIMEOUT)?;
-        let mut list = scan::reread_uidlist(&dir)?;
-        let on_disk = list.clone();
-        // Records of files removed by another program go while rewriting anyway, as in
-        // assign_uids: above the agreed UIDNEXT they would look like mail that just arrived.
-        if list
-            .records
-            .iter()
-            .any(|r| !self.folder.files.contains_key(&r.uid))
-        {
-            let present = present_bases(&dir)?;
-            let files = &self.folder.files;
-            list.records
-                .retain(|r| files.contains_key(&r.uid) || present.contains(&r.base));
-        }
-        let mut ops: Vec<Op> = Vec::new();
+    /// Renames the files whose flags changed (a file in `new/` moves to `cur/`, as Dovecot
+    /// does) and collects their index rows.
+    fn rename_for_flags(&mut self, dir: &Path, ops: &mut Vec<Op>) -> Result<()> {
         let modseq = self.header.change_modseq;
-
-        // Flag changes rename the file; a file in new/ moves to cur/ as Dovecot does.
         let flag_sets = std::mem::take(&mut self.flag_sets);
         for (uid, (flags, kws)) in flag_sets {
             let Some(file) = self.folder.files.get(&uid).cloned() else {
@@ -572,6 +554,54 @@ impl<'a> Writer<'a> {
             }
             self.report.flag_changes += 1;
         }
+        Ok(())
+    }
+
+    /// Collects the index rows of the messages whose agreed flags moved.
+    fn record_bases(&mut self, ops: &mut Vec<Op>) {
+        for (uid, (flags, kws)) in std::mem::take(&mut self.bases) {
+            if let Ok(i) = self.folder.messages.binary_search_by_key(&uid, |m| m.uid) {
+                let m = &mut self.folder.messages[i];
+                m.base = Some((flags, kws.clone()));
+                if let Some(file) = self.folder.files.get(&uid) {
+                    ops.push(Op::Put(MessageRow {
+                        uid,
+                        guid: m.guid.clone(),
+                        file: file.clone(),
+                        flags: m.flags,
+                        keywords: m.keywords.clone(),
+                        modseq: m.modseq,
+                        base: Some((flags, kws)),
+                        pop3_uidl: m.pop3_uidl.clone(),
+                        pop3_order: m.pop3_order,
+                    }));
+                }
+            }
+        }
+    }
+
+    fn finish_inner(&mut self) -> Result<WriteReport> {
+        self.flush_saves()?;
+        let dir = self.folder.dir.clone();
+        let lock = UidlistLock::acquire(&dir, LOCK_TIMEOUT)?;
+        let mut list = scan::reread_uidlist(&dir)?;
+        let on_disk = list.clone();
+        // Records of files removed by another program go while rewriting anyway, as in
+        // assign_uids: above the agreed UIDNEXT they would look like mail that just arrived.
+        if list
+            .records
+            .iter()
+            .any(|r| !self.folder.files.contains_key(&r.uid))
+        {
+            let present = present_bases(&dir)?;
+            let files = &self.folder.files;
+            list.records
+                .retain(|r| files.contains_key(&r.uid) || present.contains(&r.base));
+        }
+        let mut ops: Vec<Op> = Vec::new();
+        let modseq = self.header.change_modseq;
+
+        self.rename_for_flags(&dir, &mut ops)?;
         self.write_keywords()?;
 
         for uid in std::mem::take(&mut self.expunges) {
@@ -636,25 +666,7 @@ impl<'a> Writer<'a> {
             }
         }
 
-        for (uid, (flags, kws)) in std::mem::take(&mut self.bases) {
-            if let Ok(i) = self.folder.messages.binary_search_by_key(&uid, |m| m.uid) {
-                let m = &mut self.folder.messages[i];
-                m.base = Some((flags, kws.clone()));
-                if let Some(file) = self.folder.files.get(&uid) {
-                    ops.push(Op::Put(MessageRow {
-                        uid,
-                        guid: m.guid.clone(),
-                        file: file.clone(),
-                        flags: m.flags,
-                        keywords: m.keywords.clone(),
-                        modseq: m.modseq,
-                        base: Some((flags, kws)),
-                        pop3_uidl: m.pop3_uidl.clone(),
-                        pop3_order: m.pop3_order,
-                    }));
-                }
-            }
-        }
+        self.record_bases(&mut ops);
 
         let max_uid = list.records.last().map_or(0, |r| r.uid);
         if max_uid >= self.header.uidnext {

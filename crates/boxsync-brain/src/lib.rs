@@ -640,6 +640,7 @@ fn run_inner(
                 p.sink.mailbox_finished();
             }
         }
+        flush_store(store, outcome)?;
         link.send(Record::End)?;
         match link.recv()? {
             Record::Finish(f) => {
@@ -673,6 +674,7 @@ fn run_inner(
                 r => return Err(unexpected(r, "mailbox")),
             }
         }
+        flush_store(store, outcome)?;
         let error = (!outcome.errors.is_empty()).then(|| outcome.errors.join("; "));
         let mail_error = mail_error_of(outcome.exit.unwrap_or(ExitCode::Ok));
         link.send(Record::Finish(Finish {
@@ -682,6 +684,14 @@ fn run_inner(
             dry_run: None,
         }))?;
     }
+    Ok(())
+}
+
+/// Makes what the store's writers left waiting durable, before the master gives out a state
+/// and before the slave reports that it is done.
+fn flush_store(store: &mut dyn Store, outcome: &mut Outcome) -> Result<()> {
+    let report = store.flush()?;
+    outcome.changed_during_sync |= report.changed_during_sync;
     Ok(())
 }
 

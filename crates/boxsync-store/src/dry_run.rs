@@ -313,6 +313,11 @@ impl<S: Store> Store for DryRun<S> {
             moves: 0,
         }))
     }
+
+    fn flush(&mut self) -> Result<WriteReport> {
+        // Nothing was written: the inner store's writers were never used.
+        Ok(WriteReport::default())
+    }
 }
 
 /// Counts what a real writer would do, as it would count it.

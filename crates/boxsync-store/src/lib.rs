@@ -258,6 +258,10 @@ pub trait Store: Send {
         mailbox: Guid128,
         header: HeaderUpdate,
     ) -> Result<Box<dyn MailboxWriter + '_>>;
+    /// Makes durable what finished writers left waiting (a store may keep small batches of
+    /// saves to flush many mailboxes' at once). The brain calls it once every mailbox is
+    /// synced, before any state is given out; only `changed_during_sync` of the report is set.
+    fn flush(&mut self) -> Result<WriteReport>;
 }
 
 /// Batched changes to one mailbox. Saves reach the disk in batches (write many, flush once,

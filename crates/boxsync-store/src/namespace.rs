@@ -200,6 +200,10 @@ impl Store for Namespaced {
     ) -> Result<Box<dyn MailboxWriter + '_>> {
         self.inner.writer(mailbox, header)
     }
+
+    fn flush(&mut self) -> Result<crate::WriteReport> {
+        self.inner.flush()
+    }
 }
 
 #[cfg(test)]

@@ -2031,3 +2031,24 @@ fn regression_imap_deleted_parent_still_listed() {
         Op::Delete { side: B, folder: 6 },
     ]);
 }
+
+#[test]
+fn regression_a_uidnext_raised_without_saves_reaches_the_uidlist_at_once() {
+    // B's UIDNEXT rises to A's in the second sync, with nothing to save: a staged folder
+    // that left it for the publish let B's next delivery take a UID the state calls old.
+    must_pass(&[
+        Op::Deliver {
+            side: A,
+            folder: 5,
+            sizes: false,
+        },
+        sync_op(Kind::Backup, B, true, Ty::Changed),
+        sync_op(Kind::TwoWay, B, false, Ty::State),
+        Op::Deliver {
+            side: B,
+            folder: 4,
+            sizes: true,
+        },
+        sync_op(Kind::TwoWay, B, false, Ty::State),
+    ]);
+}

@@ -1073,6 +1073,11 @@ impl Store for ImapcStore {
         self.load(mailbox)?;
         Ok(Box::new(writer::Writer::new(self, mailbox, header)?))
     }
+
+    fn flush(&mut self) -> Result<crate::WriteReport> {
+        // Its writers leave nothing waiting.
+        Ok(crate::WriteReport::default())
+    }
 }
 
 #[cfg(test)]

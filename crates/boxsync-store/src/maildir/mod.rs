@@ -9,7 +9,7 @@ mod writer;
 
 use crate::{
     ExpungedRow, HeaderUpdate, Layout, Location, MailboxEntry, MailboxWriter, Message, Store,
-    Tombstones,
+    Tombstones, WriteReport,
 };
 use boxsync_index::Index;
 use boxsync_model::error::IoContext;
@@ -23,6 +23,17 @@ use std::time::Duration;
 
 /// How long to wait for another program's `dovecot-uidlist.lock`.
 const LOCK_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Drop for MaildirStore {
+    /// A store dropped without [`Store::flush`] (an error ended the sync) still publishes
+    /// the folders it finished: their mail is complete in `tmp/`, and the next sync need
+    /// not copy it again.
+    fn drop(&mut self) {
+        if let Err(e) = self.publish_staged() {
+            tracing::warn!("{}: finishing the last saves: {e}", self.describe());
+        }
+    }
+}
 
 /// One mailbox after a scan: its directory, counters and messages.
 pub(crate) struct Folder {
@@ -51,6 +62,8 @@ pub struct MaildirStore {
     log: Vec<LogRecord>,
     /// Opened by [`MaildirStore::open_dry_run`]: scans change nothing on disk.
     dry_run: bool,
+    /// Folders whose sync is done but whose saves wait to be flushed with others' ones.
+    staged: Vec<writer::Staged>,
     /// Problems with single mailboxes found by the scan; the others still sync.
     pub mailbox_errors: Vec<(String, Error)>,
 }
@@ -83,6 +96,7 @@ impl MaildirStore {
             },
             log: Vec::new(),
             dry_run: false,
+            staged: Vec::new(),
             mailbox_errors: Vec::new(),
         };
         store.refresh()?;
@@ -106,6 +120,7 @@ impl MaildirStore {
             },
             log: Vec::new(),
             dry_run: true,
+            staged: Vec::new(),
             mailbox_errors: Vec::new(),
         };
         if location.root.is_dir() {
@@ -180,6 +195,13 @@ impl MaildirStore {
         }
         self.folders = folders;
         Ok(())
+    }
+
+    /// Publishes the staged folders (see [`writer::publish`]); whether another program
+    /// changed one meanwhile.
+    fn publish_staged(&mut self) -> Result<bool> {
+        let staged = std::mem::take(&mut self.staged);
+        writer::publish(&mut self.index, staged, self.fsync)
     }
 
     fn folder(&self, guid: Guid128) -> Result<&Folder> {
@@ -336,6 +358,16 @@ impl Store for MaildirStore {
 
     fn body(&self, mailbox: Guid128, uid: Uid) -> Result<Box<dyn MailBody>> {
         let f = self.folder(mailbox)?;
+        if let Some(tmp) = self.staged.iter().find_map(|s| s.tmp_of(mailbox, uid)) {
+            // Saved in this sync and not published yet: still in tmp/.
+            let file = format!("tmp/{}", file_name_of(&tmp.to_string_lossy()));
+            return Ok(Box::new(MaildirBody {
+                dir: f.dir.clone(),
+                file,
+                path: tmp.to_path_buf(),
+                size: None,
+            }));
+        }
         let file = f
             .files
             .get(&uid)
@@ -371,6 +403,7 @@ impl Store for MaildirStore {
     }
 
     fn delete_mailbox(&mut self, guid: Guid128) -> Result<()> {
+        self.publish_staged()?;
         let f = self
             .folders
             .remove(&guid)
@@ -383,6 +416,7 @@ impl Store for MaildirStore {
     }
 
     fn rename_mailbox(&mut self, guid: Guid128, to: &MailboxName) -> Result<()> {
+        self.publish_staged()?;
         let new_dir = self.folder_dir(to)?;
         let layout = self.location.layout;
         let f = self
@@ -396,6 +430,7 @@ impl Store for MaildirStore {
     }
 
     fn change_mailbox_guid(&mut self, old: Guid128, new: Guid128) -> Result<()> {
+        self.publish_staged()?;
         let f = self
             .folders
             .remove(&old)
@@ -444,6 +479,13 @@ impl Store for MaildirStore {
         })
     }
 
+    fn flush(&mut self) -> Result<WriteReport> {
+        Ok(WriteReport {
+            changed_during_sync: self.publish_staged()?,
+            ..WriteReport::default()
+        })
+    }
+
     fn writer(
         &mut self,
         mailbox: Guid128,
@@ -459,8 +501,168 @@ impl Store for MaildirStore {
             &mut self.index,
             mailbox,
             folder,
+            &mut self.staged,
             fsync,
             header,
         )?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SaveMeta;
+    use boxsync_model::{Flags, Keywords};
+    use format::uidlist::{self, UidlistRecord};
+
+    /// A message file on disk, handed over as the other side's body.
+    struct FileBody(PathBuf);
+
+    impl MailBody for FileBody {
+        fn open(&self) -> std::io::Result<Box<dyn std::io::Read + Send>> {
+            Ok(Box::new(std::fs::File::open(&self.0)?))
+        }
+
+        fn local_path(&self) -> Option<&Path> {
+            Some(&self.0)
+        }
+    }
+
+    const TEXT: &[u8] = b"Subject: x\n\nhello\n";
+
+    fn open(root: &Path) -> MaildirStore {
+        let location = Location::parse(&format!("maildir:{}", root.display())).unwrap();
+        MaildirStore::open(&location, true, true).unwrap()
+    }
+
+    /// Two new folders, each given one message by a finished writer; returns the folders.
+    fn save_into_two(store: &mut MaildirStore, source: &Path) -> Vec<(Guid128, PathBuf)> {
+        let mut out = Vec::new();
+        for (i, name) in ["A", "B"].into_iter().enumerate() {
+            let guid = Guid128::generate();
+            store
+                .create_mailbox(&MailboxName::parse(name).unwrap(), guid, 100)
+                .unwrap();
+            // A Dovecot-style name stating the sizes: the copier threads copy it.
+            let base = format!("1700000000.M{i}P1.host,S=18,W=21");
+            let file = source.join(&base);
+            std::fs::write(&file, TEXT).unwrap();
+            let header = HeaderUpdate {
+                uidvalidity: 100,
+                uidnext: 2,
+                highest_modseq: 1,
+                change_modseq: 1,
+            };
+            let mut writer = store.writer(guid, header).unwrap();
+            let meta = SaveMeta {
+                uid: 1,
+                guid: base,
+                flags: Flags::SEEN,
+                keywords: Keywords::new(),
+                received: 1_700_000_000,
+                pop3_uidl: None,
+                pop3_order: None,
+            };
+            writer.save(meta, &FileBody(file)).unwrap();
+            let report = writer.finish().unwrap();
+            assert_eq!(report.saved, 1);
+            out.push((guid, store.folder(guid).unwrap().dir.clone()));
+        }
+        out
+    }
+
+    fn cur_files(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir.join("cur"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn uids_after_reopening(root: &Path, guid: Guid128) -> Vec<(Uid, String)> {
+        let mut store = open(root);
+        store.load(guid).unwrap();
+        store
+            .messages(guid)
+            .unwrap()
+            .iter()
+            .map(|m| (m.uid, m.guid.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn small_batches_of_saves_wait_for_the_flush_and_read_from_tmp_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, source) = (dir.path().join("mail"), dir.path().join("source"));
+        std::fs::create_dir_all(&source).unwrap();
+        let mut store = open(&root);
+        let folders = save_into_two(&mut store, &source);
+        for (guid, folder) in &folders {
+            assert!(cur_files(folder).is_empty(), "published before the flush");
+            // The store shows the message already, and can read it.
+            assert_eq!(store.messages(*guid).unwrap().len(), 1);
+            let mut text = Vec::new();
+            std::io::Read::read_to_end(
+                &mut store.body(*guid, 1).unwrap().open().unwrap(),
+                &mut text,
+            )
+            .unwrap();
+            assert_eq!(text, TEXT);
+        }
+        let report = store.flush().unwrap();
+        assert!(!report.changed_during_sync);
+        for (i, (guid, folder)) in folders.iter().enumerate() {
+            let base = format!("1700000000.M{i}P1.host,S=18,W=21");
+            assert_eq!(cur_files(folder), [format!("{base}:2,S")]);
+            let uidlist = std::fs::read_to_string(folder.join("dovecot-uidlist")).unwrap();
+            assert!(uidlist.contains(&format!("\n1 :{base}\n")), "{uidlist}");
+            let left: Vec<_> = std::fs::read_dir(folder.join("tmp")).unwrap().collect();
+            assert!(left.is_empty(), "{left:?}");
+            drop(store);
+            assert_eq!(uids_after_reopening(&root, *guid), [(1, base)]);
+            store = open(&root);
+        }
+    }
+
+    #[test]
+    fn a_store_dropped_without_a_flush_still_publishes_what_it_staged() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, source) = (dir.path().join("mail"), dir.path().join("source"));
+        std::fs::create_dir_all(&source).unwrap();
+        let mut store = open(&root);
+        let folders = save_into_two(&mut store, &source);
+        drop(store);
+        for (i, (guid, folder)) in folders.iter().enumerate() {
+            assert_eq!(cur_files(folder).len(), 1);
+            let base = format!("1700000000.M{i}P1.host,S=18,W=21");
+            assert_eq!(uids_after_reopening(&root, *guid), [(1, base)]);
+        }
+    }
+
+    #[test]
+    fn a_uid_another_program_takes_before_the_flush_goes_to_the_staged_save_no_more() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, source) = (dir.path().join("mail"), dir.path().join("source"));
+        std::fs::create_dir_all(&source).unwrap();
+        let mut store = open(&root);
+        let folders = save_into_two(&mut store, &source);
+        // Dovecot delivers into A and gives the new mail UID 1, under the uidlist lock.
+        let (guid, folder) = &folders[0];
+        std::fs::write(folder.join("cur/1700000001.other:2,"), TEXT).unwrap();
+        let path = folder.join("dovecot-uidlist");
+        let mut list = uidlist::Uidlist::read(folder).unwrap().unwrap();
+        list.records.push(UidlistRecord::new(1, "1700000001.other"));
+        list.next_uid = 2;
+        uidlist::write_atomic(folder, &list, false).unwrap();
+        assert!(path.exists());
+        let report = store.flush().unwrap();
+        assert!(report.changed_during_sync);
+        drop(store);
+        let base = "1700000000.M0P1.host,S=18,W=21".to_owned();
+        assert_eq!(
+            uids_after_reopening(&root, *guid),
+            [(1, "1700000001.other".to_owned()), (2, base)]
+        );
     }
 }

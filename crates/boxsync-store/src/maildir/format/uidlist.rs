@@ -1,6 +1,7 @@
 //! `dovecot-uidlist`: a Maildir's UIDVALIDITY, next UID, mailbox GUID and the UID of every
 //! file (by base name), its lock, and its atomic rewrite.
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -328,6 +329,39 @@ pub fn write_atomic(dir: &Path, list: &Uidlist, fsync: bool) -> Result<()> {
         )));
     }
     replace_via_tmp(dir, FILE_NAME, TMP_NAME, &list.to_bytes(), fsync)
+}
+
+/// The first half of [`write_atomic`] for a caller that flushes many files at once: writes
+/// `list` to `dovecot-uidlist.tmp`, unflushed. [`install_tmp`] renames it into place once the
+/// caller has flushed it. Hold a [`UidlistLock`] from here until then.
+pub fn write_tmp(dir: &Path, list: &Uidlist) -> Result<()> {
+    if let Some(why) = list.unwritable() {
+        return Err(Error::Data(format!(
+            "{}: refusing to write: {why}",
+            dir.join(FILE_NAME).display()
+        )));
+    }
+    let tmp = dir.join(TMP_NAME);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(file_mode(dir))
+        .open(&tmp)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, &list.to_bytes()))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            Error::io(format!("writing {}", tmp.display()), e)
+        })
+}
+
+/// Renames what [`write_tmp`] wrote over `dovecot-uidlist`.
+pub fn install_tmp(dir: &Path) -> Result<()> {
+    let tmp = dir.join(TMP_NAME);
+    std::fs::rename(&tmp, dir.join(FILE_NAME)).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io(format!("renaming {} into place", tmp.display()), e)
+    })
 }
 
 /// Dovecot's `dovecot-uidlist.lock`: while it is held, no one else assigns UIDs in the

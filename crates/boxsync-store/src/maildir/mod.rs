@@ -52,6 +52,18 @@ pub(crate) struct Folder {
     pub files: BTreeMap<Uid, String>,
 }
 
+impl Folder {
+    /// Puts a message in its place by UID, replacing one of the same UID.
+    pub(crate) fn put_message(&mut self, msg: Message) {
+        let at = self.messages.partition_point(|m| m.uid < msg.uid);
+        if self.messages.get(at).is_some_and(|m| m.uid == msg.uid) {
+            self.messages[at] = msg;
+        } else {
+            self.messages.insert(at, msg);
+        }
+    }
+}
+
 /// A Maildir store opened for a sync.
 pub struct MaildirStore {
     location: Location,

@@ -186,6 +186,24 @@ pub(crate) fn publish(index: &mut Index, staged: Vec<Staged>, fsync: bool) -> Re
     Ok(changed)
 }
 
+impl PendingSave {
+    /// Its uidlist record under `uid`: the GUID when the name does not carry it, and the
+    /// POP3 UIDL and order.
+    fn record(&self, uid: Uid) -> UidlistRecord {
+        let mut rec = UidlistRecord::new(uid, self.base.clone());
+        if self.meta.guid != self.base {
+            rec.set_ext(b'G', self.meta.guid.clone());
+        }
+        if let Some(u) = &self.meta.pop3_uidl {
+            rec.set_ext(b'P', u.clone());
+        }
+        if let Some(o) = self.meta.pop3_order {
+            rec.set_ext(b'O', o.to_string());
+        }
+        rec
+    }
+}
+
 pub(crate) struct Writer<'a> {
     index: &'a mut Index,
     mailbox: Guid128,
@@ -519,16 +537,7 @@ impl<'a> Writer<'a> {
                 self.header.uidnext = uid + 1;
                 self.report.changed_during_sync = true;
             }
-            let mut rec = UidlistRecord::new(uid, p.base.clone());
-            if p.meta.guid != p.base {
-                rec.set_ext(b'G', p.meta.guid.clone());
-            }
-            if let Some(u) = &p.meta.pop3_uidl {
-                rec.set_ext(b'P', u.clone());
-            }
-            if let Some(o) = p.meta.pop3_order {
-                rec.set_ext(b'O', o.to_string());
-            }
+            let rec = p.record(uid);
             let pos = list.records.partition_point(|r| r.uid < uid);
             list.records.insert(pos, rec);
             list.next_uid = list.next_uid.max(uid + 1);
@@ -559,12 +568,7 @@ impl<'a> Writer<'a> {
                 pop3_uidl: p.meta.pop3_uidl,
                 pop3_order: p.meta.pop3_order,
             };
-            let at = self.folder.messages.partition_point(|m| m.uid < uid);
-            if self.folder.messages.get(at).is_some_and(|m| m.uid == uid) {
-                self.folder.messages[at] = msg;
-            } else {
-                self.folder.messages.insert(at, msg);
-            }
+            self.folder.put_message(msg);
         }
         // The uidlist first: a crash before the renames leaves records without files, which
         // the next scan skips (the index does not know them yet) and the next sync copies
@@ -712,6 +716,25 @@ impl<'a> Writer<'a> {
         }
     }
 
+    /// Takes the uidlist lock and reads the uidlist: as it is on disk, and without the
+    /// records of files another program removed (they go while rewriting anyway, as in
+    /// assign_uids: above the agreed UIDNEXT they would look like mail that just arrived).
+    fn lock_uidlist(
+        &self,
+        dir: &Path,
+    ) -> Result<(UidlistLock, uidlist::Uidlist, uidlist::Uidlist)> {
+        let lock = UidlistLock::acquire(dir, LOCK_TIMEOUT)?;
+        let on_disk = scan::reread_uidlist(dir)?;
+        let mut list = on_disk.clone();
+        let files = &self.folder.files;
+        if list.records.iter().any(|r| !files.contains_key(&r.uid)) {
+            let present = present_bases(dir)?;
+            list.records
+                .retain(|r| files.contains_key(&r.uid) || present.contains(&r.base));
+        }
+        Ok((lock, list, on_disk))
+    }
+
     /// Whether this folder's saves may wait for [`publish`] with other folders' ones: not when
     /// something here must follow them on disk (a renumbering) or come before them (an
     /// expunge of a UID they take again, a new UIDVALIDITY). Those go in order right away.
@@ -737,21 +760,7 @@ impl<'a> Writer<'a> {
             return Err(e);
         }
         let dir = self.folder.dir.clone();
-        let lock = UidlistLock::acquire(&dir, LOCK_TIMEOUT)?;
-        let mut list = scan::reread_uidlist(&dir)?;
-        let on_disk = list.clone();
-        // Records of files removed by another program go while rewriting anyway, as in
-        // finish_inner.
-        if list
-            .records
-            .iter()
-            .any(|r| !self.folder.files.contains_key(&r.uid))
-        {
-            let present = present_bases(&dir)?;
-            let files = &self.folder.files;
-            list.records
-                .retain(|r| files.contains_key(&r.uid) || present.contains(&r.base));
-        }
+        let (lock, mut list, on_disk) = self.lock_uidlist(&dir)?;
         let mut pending = std::mem::take(&mut self.pending);
         pending.sort_by_key(|p| p.meta.uid);
         let infos: Vec<String> = pending
@@ -796,16 +805,7 @@ impl<'a> Writer<'a> {
         for (p, info) in pending.into_iter().zip(infos) {
             let uid = p.meta.uid;
             let file = format!("cur/{}:{}", p.base, info);
-            let mut record = UidlistRecord::new(uid, p.base.clone());
-            if p.meta.guid != p.base {
-                record.set_ext(b'G', p.meta.guid.clone());
-            }
-            if let Some(u) = &p.meta.pop3_uidl {
-                record.set_ext(b'P', u.clone());
-            }
-            if let Some(o) = p.meta.pop3_order {
-                record.set_ext(b'O', o.to_string());
-            }
+            let record = p.record(uid);
             let row = MessageRow {
                 uid,
                 guid: p.meta.guid.clone(),
@@ -836,12 +836,7 @@ impl<'a> Writer<'a> {
                 pop3_uidl: p.meta.pop3_uidl,
                 pop3_order: p.meta.pop3_order,
             };
-            let at = self.folder.messages.partition_point(|m| m.uid < uid);
-            if self.folder.messages.get(at).is_some_and(|m| m.uid == uid) {
-                self.folder.messages[at] = msg;
-            } else {
-                self.folder.messages.insert(at, msg);
-            }
+            self.folder.put_message(msg);
         }
         self.folder.uidnext = uidnext;
         self.folder.highest_modseq = self.header.highest_modseq.max(self.folder.highest_modseq);
@@ -875,21 +870,7 @@ impl<'a> Writer<'a> {
         }
         self.flush_saves()?;
         let dir = self.folder.dir.clone();
-        let lock = UidlistLock::acquire(&dir, LOCK_TIMEOUT)?;
-        let mut list = scan::reread_uidlist(&dir)?;
-        let on_disk = list.clone();
-        // Records of files removed by another program go while rewriting anyway, as in
-        // assign_uids: above the agreed UIDNEXT they would look like mail that just arrived.
-        if list
-            .records
-            .iter()
-            .any(|r| !self.folder.files.contains_key(&r.uid))
-        {
-            let present = present_bases(&dir)?;
-            let files = &self.folder.files;
-            list.records
-                .retain(|r| files.contains_key(&r.uid) || present.contains(&r.base));
-        }
+        let (lock, mut list, on_disk) = self.lock_uidlist(&dir)?;
         let mut ops: Vec<Op> = Vec::new();
         let modseq = self.header.change_modseq;
 

@@ -24,17 +24,6 @@ use std::time::Duration;
 /// How long to wait for another program's `dovecot-uidlist.lock`.
 const LOCK_TIMEOUT: Duration = Duration::from_secs(60);
 
-impl Drop for MaildirStore {
-    /// A store dropped without [`Store::flush`] (an error ended the sync) still publishes
-    /// the folders it finished: their mail is complete in `tmp/`, and the next sync need
-    /// not copy it again.
-    fn drop(&mut self) {
-        if let Err(e) = self.publish_staged() {
-            tracing::warn!("{}: finishing the last saves: {e}", self.describe());
-        }
-    }
-}
-
 /// One mailbox after a scan: its directory, counters and messages.
 pub(crate) struct Folder {
     pub name: MailboxName,
@@ -243,6 +232,17 @@ impl MaildirStore {
 
     pub fn location(&self) -> &Location {
         &self.location
+    }
+}
+
+impl Drop for MaildirStore {
+    /// A store dropped without [`Store::flush`] (an error ended the sync) still publishes
+    /// the folders it finished: their mail is complete in `tmp/`, and the next sync need
+    /// not copy it again.
+    fn drop(&mut self) {
+        if let Err(e) = self.publish_staged() {
+            tracing::warn!("{}: finishing the last saves: {e}", self.describe());
+        }
     }
 }
 

@@ -21,7 +21,7 @@ use super::{Folder, LOCK_TIMEOUT};
 use crate::{HeaderUpdate, MailboxWriter, Message, SaveMeta, WriteReport};
 use boxsync_index::{ExpungedRow, Index, MailboxRow, MessageRow};
 use boxsync_model::error::IoContext;
-use boxsync_model::{Error, Flags, Guid128, Keywords, Result, Uid};
+use boxsync_model::{Error, Flags, Guid128, Keywords, Modseq, Result, Uid};
 use boxsync_proto::MailBody;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -109,11 +109,10 @@ impl Staged {
 /// and flushed, the bodies are renamed into `cur/` and flushed, then one transaction commits
 /// the index. Each folder's uidlist lock is held from its rewrite to the commit. Returns
 /// whether another program changed a folder meanwhile (a UID it took is given a new one).
-pub(crate) fn publish(index: &mut Index, staged: Vec<Staged>, fsync: bool) -> Result<bool> {
+pub(crate) fn publish(index: &mut Index, mut staged: Vec<Staged>, fsync: bool) -> Result<bool> {
     let Some(first_dir) = staged.first().map(|s| s.dir.clone()) else {
         return Ok(false);
     };
-    let mut staged = staged;
     let mut changed = false;
     let mut locks = Vec::new();
     for s in staged.iter_mut().filter(|s| !s.saves.is_empty()) {
@@ -137,18 +136,15 @@ pub(crate) fn publish(index: &mut Index, staged: Vec<Staged>, fsync: bool) -> Re
         }
         let taken: std::collections::HashSet<Uid> = list.records.iter().map(|r| r.uid).collect();
         for v in &mut s.saves {
-            let mut uid = v.record.uid;
-            if taken.contains(&uid) || (uid >= s.known_next && uid < list.next_uid) {
-                // Another program took the UID meanwhile: keep the mail, under a new UID.
-                uid = list.next_uid.max(s.uidnext);
-                s.uidnext = uid + 1;
-                v.record.uid = uid;
-                v.row.uid = uid;
-                changed = true;
-            }
-            let pos = list.records.partition_point(|r| r.uid < uid);
-            list.records.insert(pos, v.record.clone());
-            list.next_uid = list.next_uid.max(uid + 1);
+            let (uid, moved) = insert_record(
+                &mut list,
+                &taken,
+                s.known_next,
+                &mut s.uidnext,
+                v.record.clone(),
+            );
+            v.row.uid = uid;
+            changed |= moved;
         }
         list.next_uid = list.next_uid.max(s.uidnext);
         s.row.uidnext = list.next_uid;
@@ -202,6 +198,61 @@ impl PendingSave {
         }
         rec
     }
+
+    /// Its index row under `uid`, as `file` in `cur/`: the flags it comes with are the
+    /// ones both sides agree on.
+    fn row(&self, uid: Uid, file: String, modseq: Modseq) -> MessageRow {
+        MessageRow {
+            uid,
+            guid: self.meta.guid.clone(),
+            file,
+            flags: self.meta.flags,
+            keywords: self.meta.keywords.clone(),
+            modseq,
+            base: Some((self.meta.flags, self.meta.keywords.clone())),
+            pop3_uidl: self.meta.pop3_uidl.clone(),
+            pop3_order: self.meta.pop3_order,
+        }
+    }
+}
+
+/// A saved message as the folder in memory holds it.
+fn saved_message(meta: SaveMeta, uid: Uid, modseq: Modseq) -> Message {
+    Message {
+        uid,
+        guid: meta.guid,
+        flags: meta.flags,
+        keywords: meta.keywords,
+        modseq,
+        base: None,
+        received: meta.received,
+        pop3_uidl: meta.pop3_uidl,
+        pop3_order: meta.pop3_order,
+    }
+}
+
+/// Puts a save's record into `list` under its UID, or, when another program took that UID
+/// meanwhile (it is in `taken`, or handed out from `known_next` on), under a new UID from
+/// `uidnext` on, which then moves past it. Returns the UID and whether it is a new one.
+fn insert_record(
+    list: &mut uidlist::Uidlist,
+    taken: &std::collections::HashSet<Uid>,
+    known_next: Uid,
+    uidnext: &mut Uid,
+    mut rec: UidlistRecord,
+) -> (Uid, bool) {
+    let mut uid = rec.uid;
+    let moved = taken.contains(&uid) || (uid >= known_next && uid < list.next_uid);
+    if moved {
+        // Keep the mail, under a new UID.
+        uid = list.next_uid.max(*uidnext);
+        *uidnext = uid + 1;
+        rec.uid = uid;
+    }
+    let pos = list.records.partition_point(|r| r.uid < uid);
+    list.records.insert(pos, rec);
+    list.next_uid = list.next_uid.max(uid + 1);
+    (uid, moved)
 }
 
 pub(crate) struct Writer<'a> {
@@ -530,45 +581,19 @@ impl<'a> Writer<'a> {
         for (p, info) in pending.into_iter().zip(infos) {
             let name = format!("{}:{}", p.base, info);
             renames.push((p.tmp.clone(), dir.join("cur").join(&name)));
-            let mut uid = p.meta.uid;
-            if taken.contains(&uid) || (uid >= self.known_next && uid < list.next_uid) {
-                // Another program took the UID meanwhile: keep the mail, under a new UID.
-                uid = list.next_uid.max(self.header.uidnext);
-                self.header.uidnext = uid + 1;
-                self.report.changed_during_sync = true;
-            }
-            let rec = p.record(uid);
-            let pos = list.records.partition_point(|r| r.uid < uid);
-            list.records.insert(pos, rec);
-            list.next_uid = list.next_uid.max(uid + 1);
+            let (uid, moved) = insert_record(
+                &mut list,
+                &taken,
+                self.known_next,
+                &mut self.header.uidnext,
+                p.record(p.meta.uid),
+            );
+            self.report.changed_during_sync |= moved;
             let file = format!("cur/{name}");
-            tx.put_message(
-                self.mailbox,
-                &MessageRow {
-                    uid,
-                    guid: p.meta.guid.clone(),
-                    file: file.clone(),
-                    flags: p.meta.flags,
-                    keywords: p.meta.keywords.clone(),
-                    modseq: self.header.change_modseq,
-                    base: Some((p.meta.flags, p.meta.keywords.clone())),
-                    pop3_uidl: p.meta.pop3_uidl.clone(),
-                    pop3_order: p.meta.pop3_order,
-                },
-            )?;
+            let modseq = self.header.change_modseq;
+            tx.put_message(self.mailbox, &p.row(uid, file.clone(), modseq))?;
             self.folder.files.insert(uid, file);
-            let msg = Message {
-                uid,
-                guid: p.meta.guid,
-                flags: p.meta.flags,
-                keywords: p.meta.keywords,
-                modseq: self.header.change_modseq,
-                base: None,
-                received: p.meta.received,
-                pop3_uidl: p.meta.pop3_uidl,
-                pop3_order: p.meta.pop3_order,
-            };
-            self.folder.put_message(msg);
+            self.folder.put_message(saved_message(p.meta, uid, modseq));
         }
         // The uidlist first: a crash before the renames leaves records without files, which
         // the next scan skips (the index does not know them yet) and the next sync copies
@@ -779,16 +804,12 @@ impl<'a> Writer<'a> {
             self.expunge_now(uid, &dir, &mut list, &mut ops)?;
         }
         self.record_bases(&mut ops);
-        if list
-            .records
-            .last()
-            .is_some_and(|r| r.uid >= self.header.uidnext)
-        {
+        let max_uid = list.records.last().map_or(0, |r| r.uid);
+        if max_uid >= self.header.uidnext {
             // Mail arrived during the sync and got UIDs beyond what we agreed.
             self.report.changed_during_sync = true;
         }
         if pending.is_empty() {
-            let max_uid = list.records.last().map_or(0, |r| r.uid);
             list.next_uid = self.header.uidnext.max(max_uid + 1);
         }
         if list != on_disk {
@@ -805,38 +826,15 @@ impl<'a> Writer<'a> {
         for (p, info) in pending.into_iter().zip(infos) {
             let uid = p.meta.uid;
             let file = format!("cur/{}:{}", p.base, info);
-            let record = p.record(uid);
-            let row = MessageRow {
-                uid,
-                guid: p.meta.guid.clone(),
-                file: file.clone(),
-                flags: p.meta.flags,
-                keywords: p.meta.keywords.clone(),
-                modseq,
-                base: Some((p.meta.flags, p.meta.keywords.clone())),
-                pop3_uidl: p.meta.pop3_uidl.clone(),
-                pop3_order: p.meta.pop3_order,
-            };
             uidnext = uidnext.max(uid + 1);
             saves.push(StagedSave {
-                tmp: p.tmp,
                 dest: dir.join(&file),
-                record,
-                row,
+                record: p.record(uid),
+                row: p.row(uid, file.clone(), modseq),
+                tmp: p.tmp,
             });
             self.folder.files.insert(uid, file);
-            let msg = Message {
-                uid,
-                guid: p.meta.guid,
-                flags: p.meta.flags,
-                keywords: p.meta.keywords,
-                modseq,
-                base: None,
-                received: p.meta.received,
-                pop3_uidl: p.meta.pop3_uidl,
-                pop3_order: p.meta.pop3_order,
-            };
-            self.folder.put_message(msg);
+            self.folder.put_message(saved_message(p.meta, uid, modseq));
         }
         self.folder.uidnext = uidnext;
         self.folder.highest_modseq = self.header.highest_modseq.max(self.folder.highest_modseq);

@@ -980,7 +980,7 @@ fn sync_user(
             report_scan(&local, &mut code, err);
             report_scan(&dest, &mut code, err);
             let (mut local, mut dest) = (local.in_namespace(&ns), dest.in_namespace(&ns));
-            if wire_local {
+            let outcome = if wire_local {
                 boxsync_transport::sync_over_socketpair(
                     &mut *local.store,
                     &mut *dest.store,
@@ -990,7 +990,9 @@ fn sync_user(
                 )?
             } else {
                 boxsync_brain::sync_local(&mut *local.store, &mut *dest.store, settings)?
-            }
+            };
+            stores::close_both(local, dest);
+            outcome
         }
         dest::Destination::Command { argv, prefix_user } => {
             let local = open_local(

@@ -74,6 +74,51 @@ pub struct MessageRow {
     pub pop3_order: Option<u32>,
 }
 
+/// One message row as SQLite holds it, borrowed while [`Index::visit_messages`] looks at it:
+/// comparing a row with what the files show needs no copy of its strings.
+#[derive(Clone, Copy, Debug)]
+pub struct MessageRowRef<'a> {
+    pub uid: Uid,
+    pub guid: &'a str,
+    pub file: &'a str,
+    pub flags: Flags,
+    /// The keywords as stored: names separated by spaces.
+    pub keywords: &'a str,
+    pub modseq: Modseq,
+    pub base_flags: Option<u8>,
+    pub base_keywords: Option<&'a str>,
+    pub pop3_uidl: Option<&'a str>,
+    pub pop3_order: Option<u32>,
+}
+
+impl MessageRowRef<'_> {
+    /// Whether the row's keywords are exactly `keywords`.
+    pub fn keywords_are(&self, keywords: &Keywords) -> bool {
+        let stored = self.keywords.split(' ').filter(|k| !k.is_empty());
+        // boxsync writes them sorted and once each; a row written otherwise is compared as a set.
+        stored.eq(keywords.iter().map(String::as_str)) || split_keywords(self.keywords) == *keywords
+    }
+
+    pub fn base(&self) -> Option<(Flags, Keywords)> {
+        self.base_flags
+            .map(|f| (Flags(f), split_keywords(self.base_keywords.unwrap_or(""))))
+    }
+
+    pub fn to_row(&self) -> MessageRow {
+        MessageRow {
+            uid: self.uid,
+            guid: self.guid.to_owned(),
+            file: self.file.to_owned(),
+            flags: self.flags,
+            keywords: split_keywords(self.keywords),
+            modseq: self.modseq,
+            base: self.base(),
+            pop3_uidl: self.pop3_uidl.map(str::to_owned),
+            pop3_order: self.pop3_order,
+        }
+    }
+}
+
 /// An entry of the expunge journal.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExpungedRow {
@@ -297,6 +342,21 @@ impl Index {
 
     /// The messages of a mailbox in UID order.
     pub fn messages(&self, mailbox: Guid128) -> Result<Vec<MessageRow>> {
+        let mut rows = Vec::new();
+        self.visit_messages(mailbox, |r| {
+            rows.push(r.to_row());
+            Ok(())
+        })?;
+        Ok(rows)
+    }
+
+    /// Calls `visit` with each message of a mailbox in UID order, borrowed from SQLite. An
+    /// error from `visit` stops the walk and is returned.
+    pub fn visit_messages(
+        &self,
+        mailbox: Guid128,
+        mut visit: impl FnMut(MessageRowRef<'_>) -> Result<()>,
+    ) -> Result<()> {
         let mut stmt = self
             .conn
             .prepare_cached(
@@ -305,30 +365,46 @@ impl Index {
                  FROM message WHERE mailbox = ?1 ORDER BY uid",
             )
             .map_err(self.err())?;
-        let rows = stmt
-            .query_map(params![mailbox.to_string()], |r| {
-                let base_flags: Option<u8> = r.get(6)?;
-                let base_keywords: Option<String> = r.get(7)?;
-                Ok(MessageRow {
+        let mut rows = stmt
+            .query(params![mailbox.to_string()])
+            .map_err(self.err())?;
+        while let Some(r) = rows.next().map_err(self.err())? {
+            let text = |i: usize| -> rusqlite::Result<&str> {
+                r.get_ref(i)?.as_str().map_err(|e| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        i,
+                        rusqlite::types::Type::Text,
+                        Box::new(e),
+                    )
+                })
+            };
+            let opt_text = |i: usize| -> rusqlite::Result<Option<&str>> {
+                r.get_ref(i)?.as_str_or_null().map_err(|e| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        i,
+                        rusqlite::types::Type::Text,
+                        Box::new(e),
+                    )
+                })
+            };
+            let row = (|| {
+                Ok(MessageRowRef {
                     uid: r.get(0)?,
-                    guid: r.get(1)?,
-                    file: r.get(2)?,
+                    guid: text(1)?,
+                    file: text(2)?,
                     flags: Flags(r.get(3)?),
-                    keywords: split_keywords(&r.get::<_, String>(4)?),
+                    keywords: text(4)?,
                     modseq: r.get::<_, i64>(5)? as u64,
-                    base: base_flags.map(|f| {
-                        (
-                            Flags(f),
-                            split_keywords(base_keywords.as_deref().unwrap_or("")),
-                        )
-                    }),
-                    pop3_uidl: r.get(8)?,
+                    base_flags: r.get(6)?,
+                    base_keywords: opt_text(7)?,
+                    pop3_uidl: opt_text(8)?,
                     pop3_order: r.get(9)?,
                 })
-            })
+            })()
             .map_err(self.err())?;
-        rows.collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(self.err())
+            visit(row)?;
+        }
+        Ok(())
     }
 
     /// The expunge journal of a mailbox, entries newer than `since`, in UID order.

@@ -6,7 +6,7 @@
 use crate::Message;
 use boxsync_index::{ExpungedRow, Index, MailboxRow, MessageRow};
 use boxsync_model::{Flags, Guid128, Keywords, MailboxName, Modseq, Result, Uid};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 /// How much older than the scan a store's last change must be before its recorded signature
 /// (mtimes, sizes) is trusted to mean "unchanged": file systems stamp mtimes with a coarse
@@ -70,7 +70,22 @@ pub struct Reconciled {
     pub digest: u64,
 }
 
-/// Compares `seen` (sorted by UID; a repeated UID counts once) with what the index held for
+/// What the index knew of a message the files show.
+enum Known {
+    /// No row for it (or the row is of another message, or of another UIDVALIDITY).
+    New,
+    /// Same message, same flags: it keeps its modseq; `moved` is its row, when the file it
+    /// is in has another name now.
+    Same {
+        modseq: Modseq,
+        base: Option<(Flags, Keywords)>,
+        moved: Option<MessageRow>,
+    },
+    /// Same message, other flags or keywords.
+    Changed { base: Option<(Flags, Keywords)> },
+}
+
+/// Compares `seen` (in any order; a repeated UID counts once) with what the index held for
 /// `mailbox`, records the differences and the mailbox row, and returns the messages with their
 /// modseqs. A changed UIDVALIDITY makes every old row stale: they are dropped, not journalled,
 /// since the UIDs they name no longer mean anything.
@@ -85,59 +100,64 @@ pub fn reconcile(
     scan_signature: String,
 ) -> Result<Reconciled> {
     seen.sort_by_key(|s| s.uid);
+    seen.dedup_by_key(|s| s.uid);
     let row = index.mailbox(mailbox)?;
-    let old: BTreeMap<Uid, MessageRow> = index
-        .messages(mailbox)?
-        .into_iter()
-        .map(|m| (m.uid, m))
-        .collect();
     let mut highest = row.as_ref().map_or(0, |r| r.highest_modseq);
     let uidvalidity_changed = row.as_ref().is_some_and(|r| r.uidvalidity != uidvalidity);
-    let mut messages: Vec<Message> = Vec::with_capacity(seen.len());
-    let mut files = BTreeMap::new();
-    let tx = index.transaction()?;
-    for s in seen {
-        if messages.last().is_some_and(|m| m.uid >= s.uid) {
-            continue;
+
+    // One walk over the rows and the files, both in UID order.
+    let mut known: Vec<Known> = (0..seen.len()).map(|_| Known::New).collect();
+    let mut gone: Vec<(Uid, String)> = Vec::new();
+    let mut next = 0;
+    index.visit_messages(mailbox, |p| {
+        while seen.get(next).is_some_and(|s| s.uid < p.uid) {
+            next += 1;
         }
-        let prev = old
-            .get(&s.uid)
-            .filter(|p| p.guid == s.guid && !uidvalidity_changed);
-        let (modseq, base) = match prev {
-            Some(p) if p.flags == s.flags && p.keywords == s.keywords => {
-                if p.file != s.file {
-                    tx.put_message(
-                        mailbox,
-                        &MessageRow {
-                            file: s.file.clone(),
-                            ..p.clone()
-                        },
-                    )?;
-                }
-                (p.modseq, p.base.clone())
+        match seen.get(next) {
+            Some(s) if s.uid == p.uid && p.guid == s.guid && !uidvalidity_changed => {
+                known[next] = if p.flags == s.flags && p.keywords_are(&s.keywords) {
+                    Known::Same {
+                        modseq: p.modseq,
+                        base: p.base(),
+                        moved: (p.file != s.file).then(|| p.to_row()),
+                    }
+                } else {
+                    Known::Changed { base: p.base() }
+                };
             }
-            _ => {
-                highest += 1;
-                let base = prev.and_then(|p| p.base.clone());
-                tx.put_message(
-                    mailbox,
-                    &MessageRow {
-                        uid: s.uid,
-                        guid: s.guid.clone(),
+            _ => gone.push((p.uid, p.guid.to_owned())),
+        }
+        Ok(())
+    })?;
+
+    let mut puts: Vec<MessageRow> = Vec::new();
+    let mut messages: Vec<Message> = Vec::with_capacity(seen.len());
+    let mut files = Vec::with_capacity(seen.len());
+    for (s, known) in seen.into_iter().zip(known) {
+        let (modseq, base, new_row) = match known {
+            Known::Same {
+                modseq,
+                base,
+                moved,
+            } => {
+                if let Some(row) = moved {
+                    puts.push(MessageRow {
                         file: s.file.clone(),
-                        flags: s.flags,
-                        keywords: s.keywords.clone(),
-                        modseq: highest,
-                        base: base.clone(),
-                        pop3_uidl: s.pop3_uidl.clone(),
-                        pop3_order: s.pop3_order,
-                    },
-                )?;
-                (highest, base)
+                        ..row
+                    });
+                }
+                (modseq, base, false)
+            }
+            Known::Changed { base } => {
+                highest += 1;
+                (highest, base, true)
+            }
+            Known::New => {
+                highest += 1;
+                (highest, None, true)
             }
         };
-        files.insert(s.uid, s.file);
-        messages.push(Message {
+        let m = Message {
             uid: s.uid,
             guid: s.guid,
             flags: s.flags,
@@ -147,31 +167,43 @@ pub fn reconcile(
             received: s.received,
             pop3_uidl: s.pop3_uidl,
             pop3_order: s.pop3_order,
-        });
-    }
-    let present: HashSet<Uid> = messages.iter().map(|m| m.uid).collect();
-    for (uid, prev) in &old {
-        let same = messages
-            .binary_search_by_key(uid, |m| m.uid)
-            .ok()
-            .map(|i| &messages[i]);
-        if !present.contains(uid)
-            || same.is_some_and(|m| m.guid != prev.guid)
-            || uidvalidity_changed
-        {
-            highest += 1;
-            tx.delete_message(mailbox, *uid)?;
-            if !uidvalidity_changed {
-                tx.add_expunged(
-                    mailbox,
-                    &ExpungedRow {
-                        uid: *uid,
-                        guid: prev.guid.clone(),
-                        modseq: highest,
-                    },
-                )?;
-            }
+        };
+        if new_row {
+            puts.push(MessageRow {
+                uid: m.uid,
+                guid: m.guid.clone(),
+                file: s.file.clone(),
+                flags: m.flags,
+                keywords: m.keywords.clone(),
+                modseq,
+                base: m.base.clone(),
+                pop3_uidl: m.pop3_uidl.clone(),
+                pop3_order: m.pop3_order,
+            });
         }
+        files.push((s.uid, s.file));
+        messages.push(m);
+    }
+
+    let tx = index.transaction()?;
+    // Rows of messages gone go first: a UID that now holds another message gets its new row
+    // after the old one is deleted.
+    for (uid, guid) in gone {
+        highest += 1;
+        tx.delete_message(mailbox, uid)?;
+        if !uidvalidity_changed {
+            tx.add_expunged(
+                mailbox,
+                &ExpungedRow {
+                    uid,
+                    guid,
+                    modseq: highest,
+                },
+            )?;
+        }
+    }
+    for row in &puts {
+        tx.put_message(mailbox, row)?;
     }
     let digest = crate::content_digest(&messages);
     tx.put_mailbox(&MailboxRow {
@@ -187,8 +219,86 @@ pub fn reconcile(
     tx.commit()?;
     Ok(Reconciled {
         messages,
-        files,
+        files: files.into_iter().collect(),
         highest_modseq: highest,
         digest,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seen(uid: Uid, guid: &str, flags: Flags) -> Seen {
+        Seen {
+            uid,
+            guid: guid.to_owned(),
+            file: format!("cur/{guid}:2,"),
+            flags,
+            keywords: Keywords::new(),
+            received: 0,
+            pop3_uidl: None,
+            pop3_order: None,
+        }
+    }
+
+    #[test]
+    fn rows_follow_the_files_and_gone_mail_is_journalled() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut index = Index::open(&dir.path().join("i.sqlite"), false).unwrap();
+        let mailbox = Guid128::generate();
+        let name = MailboxName::parse("INBOX").unwrap();
+        let first = vec![
+            seen(1, "a", Flags::EMPTY),
+            seen(2, "b", Flags::EMPTY),
+            seen(3, "c", Flags::EMPTY),
+            seen(4, "d", Flags::EMPTY),
+        ];
+        let before = reconcile(&mut index, mailbox, &name, 7, 5, first, String::new()).unwrap();
+        assert_eq!(before.highest_modseq, 4);
+
+        // 1 unchanged, 2 flagged, 3 gone, 4 replaced by another message, 5 new; out of
+        // order and with a repeat, as a listing may give them.
+        let mut moved = seen(1, "a", Flags::EMPTY);
+        moved.file = "new/a".to_owned();
+        let now = vec![
+            seen(5, "e", Flags::EMPTY),
+            seen(4, "x", Flags::EMPTY),
+            seen(2, "b", Flags::SEEN),
+            moved,
+            seen(2, "b", Flags::SEEN),
+        ];
+        let after = reconcile(&mut index, mailbox, &name, 7, 6, now, String::new()).unwrap();
+        let modseqs: Vec<(Uid, &str, Modseq)> = after
+            .messages
+            .iter()
+            .map(|m| (m.uid, m.guid.as_str(), m.modseq))
+            .collect();
+        assert_eq!(
+            modseqs,
+            [(1, "a", 1), (2, "b", 5), (4, "x", 6), (5, "e", 7)]
+        );
+        assert_eq!(after.files[&1], "new/a");
+
+        let rows: Vec<(Uid, String, String)> = index
+            .messages(mailbox)
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.uid, r.guid, r.file))
+            .collect();
+        let want: Vec<(Uid, String, String)> = after
+            .messages
+            .iter()
+            .map(|m| (m.uid, m.guid.clone(), after.files[&m.uid].clone()))
+            .collect();
+        assert_eq!(rows, want, "the index holds what the files hold");
+        let journal: Vec<(Uid, String)> = index
+            .expunged_since(mailbox, 0)
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.uid, e.guid))
+            .collect();
+        assert_eq!(journal, [(3, "c".to_owned())]);
+        assert_eq!(after.highest_modseq, 9);
+    }
 }

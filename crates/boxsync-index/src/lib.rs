@@ -278,11 +278,12 @@ impl Index {
 
     pub fn mailbox(&self, guid: Guid128) -> Result<Option<MailboxRow>> {
         self.conn
-            .query_row(
+            .prepare_cached(
                 "SELECT name, uidvalidity, uidnext, highest_modseq, scan_signature, messages, digest
                  FROM mailbox WHERE guid = ?1",
-                params![guid.to_string()],
-                |r| {
+            )
+            .and_then(|mut stmt| {
+                stmt.query_row(params![guid.to_string()], |r| {
                     Ok(MailboxRow {
                         guid,
                         name: r.get(0)?,
@@ -293,9 +294,9 @@ impl Index {
                         messages: r.get(5)?,
                         digest: r.get::<_, i64>(6)? as u64,
                     })
-                },
-            )
-            .optional()
+                })
+                .optional()
+            })
             .map_err(self.err())
     }
 
@@ -357,6 +358,7 @@ impl Index {
         mailbox: Guid128,
         mut visit: impl FnMut(MessageRowRef<'_>) -> Result<()>,
     ) -> Result<()> {
+        let err = self.err();
         let mut stmt = self
             .conn
             .prepare_cached(
@@ -364,11 +366,9 @@ impl Index {
                         pop3_uidl, pop3_order
                  FROM message WHERE mailbox = ?1 ORDER BY uid",
             )
-            .map_err(self.err())?;
-        let mut rows = stmt
-            .query(params![mailbox.to_string()])
-            .map_err(self.err())?;
-        while let Some(r) = rows.next().map_err(self.err())? {
+            .map_err(&err)?;
+        let mut rows = stmt.query(params![mailbox.to_string()]).map_err(&err)?;
+        while let Some(r) = rows.next().map_err(&err)? {
             let text = |i: usize| -> rusqlite::Result<&str> {
                 r.get_ref(i)?.as_str().map_err(|e| {
                     rusqlite::Error::FromSqlConversionFailure(
@@ -401,7 +401,7 @@ impl Index {
                     pop3_order: r.get(9)?,
                 })
             })()
-            .map_err(self.err())?;
+            .map_err(&err)?;
             visit(row)?;
         }
         Ok(())

@@ -11,7 +11,7 @@ use crate::reconcile::{SIGNATURE_MARGIN_NS, Seen, from_index, now_ns, reconcile}
 use boxsync_index::{Index, MailboxRow};
 use boxsync_model::error::IoContext;
 use boxsync_model::{Error, Flags, Guid128, Keywords, MailboxName, Result, mutf7};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -239,10 +239,60 @@ fn ensure_subdirs(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Lists `cur/` and `new/`: base name → file relative to the folder. A missing one is empty
-/// (only a dry run, which creates nothing, can meet one: a scan creates them first).
-fn list_files(dir: &Path) -> Result<HashMap<String, String>> {
-    let mut files = HashMap::new();
+/// A file in `cur/` or `new/`, named relative to its folder (`cur/<base>:2,<flags>`), found in a
+/// [`Listing`] by its base name: one string per file, however it is looked up.
+#[derive(Debug)]
+pub(crate) struct Listed {
+    path: String,
+    base_end: usize,
+}
+
+/// Both sub-directories' files.
+pub(crate) type Listing = std::collections::HashSet<Listed>;
+
+/// Where a listed path's base name starts: after `cur/` or `new/`.
+const SUB_LEN: usize = "cur/".len();
+
+impl Listed {
+    /// `path` is `cur/…` or `new/…`.
+    fn new(path: String) -> Listed {
+        let base_end = SUB_LEN + split_info(&path[SUB_LEN..]).0.len();
+        Listed { path, base_end }
+    }
+
+    fn base(&self) -> &str {
+        &self.path[SUB_LEN..self.base_end]
+    }
+
+    fn into_path(self) -> String {
+        self.path
+    }
+}
+
+impl PartialEq for Listed {
+    fn eq(&self, other: &Listed) -> bool {
+        self.base() == other.base()
+    }
+}
+
+impl Eq for Listed {}
+
+impl std::hash::Hash for Listed {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.base().hash(h);
+    }
+}
+
+impl std::borrow::Borrow<str> for Listed {
+    fn borrow(&self) -> &str {
+        self.base()
+    }
+}
+
+/// Lists `new/` then `cur/`; a base name in both counts as the `cur/` one. A missing one is
+/// empty (only a dry run, which creates nothing, can meet one: a scan creates them first).
+fn list_files(dir: &Path) -> Result<Listing> {
+    let mut files = Listing::new();
     for sub in ["new", "cur"] {
         let d = dir.join(sub);
         let entries = match std::fs::read_dir(&d) {
@@ -251,18 +301,46 @@ fn list_files(dir: &Path) -> Result<HashMap<String, String>> {
         };
         for entry in entries {
             let entry = entry.ctx(|| format!("listing {}", d.display()))?;
-            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else {
                 tracing::warn!("ignoring {:?}: file name is not UTF-8", entry.path());
                 continue;
             };
             if name.starts_with('.') {
                 continue;
             }
-            let base = split_info(&name).0.to_owned();
-            files.insert(base, format!("{sub}/{name}"));
+            let mut path = String::with_capacity(SUB_LEN + name.len());
+            path.push_str(sub);
+            path.push('/');
+            path.push_str(name);
+            files.replace(Listed::new(path));
         }
     }
     Ok(files)
+}
+
+/// The messages `list` names, taken out of `files`, in record order: a base name the list
+/// names twice counts once, and what stays in `files` is mail no record names yet.
+fn take_named(list: &Uidlist, files: &mut Listing, keywords: &KeywordsFile) -> Vec<Seen> {
+    let mut seen = Vec::with_capacity(list.records.len());
+    for rec in &list.records {
+        let Some(file) = files.take(rec.base.as_str()) else {
+            continue;
+        };
+        let file = file.into_path();
+        let (flags, keywords) = flags_of(&file, keywords);
+        seen.push(Seen {
+            uid: rec.uid,
+            guid: rec.guid().unwrap_or(&rec.base).to_owned(),
+            file,
+            flags,
+            keywords,
+            received: 0,
+            pop3_uidl: rec.pop3_uidl().map(str::to_owned),
+            pop3_order: rec.pop3_order(),
+        });
+    }
+    seen
 }
 
 /// Flags and keywords of a file name, with the folder's keyword table.
@@ -320,18 +398,17 @@ pub(crate) fn scan_folder(
     }
     let mut list = read_uidlist(dir)?;
     let mut files = list_files(dir)?;
-    let unknown_files = match &list {
-        Some(l) => {
-            let known: std::collections::HashSet<&str> =
-                l.records.iter().map(|r| r.base.as_str()).collect();
-            files.keys().any(|b| !known.contains(b.as_str()))
-        }
-        None => true,
+    let keywords = read_keywords(dir)?;
+    let mut seen = match &list {
+        Some(l) => take_named(l, &mut files, &keywords),
+        None => Vec::new(),
     };
-    if list.as_ref().is_none_or(|l| l.mailbox_guid.is_none()) || unknown_files {
-        let (assigned, listed) = assign_uids(dir, files, &sig, dry_run)?;
+    if list.as_ref().is_none_or(|l| l.mailbox_guid.is_none()) || !files.is_empty() {
+        // Files no record names: the listing goes back together for assign_uids.
+        files.extend(seen.drain(..).map(|s| Listed::new(s.file)));
+        let (assigned, mut listed) = assign_uids(dir, files, &sig, dry_run)?;
+        seen = take_named(&assigned, &mut listed, &keywords);
         list = Some(assigned);
-        files = listed;
     }
     let list = list.ok_or_else(|| Error::data(format!("{}: no uidlist", dir.display())))?;
     let guid = list.mailbox_guid.ok_or_else(|| {
@@ -340,29 +417,6 @@ pub(crate) fn scan_folder(
             dir.join(UIDLIST).display()
         ))
     })?;
-    let keywords = read_keywords(dir)?;
-
-    let mut seen_bases = std::collections::HashSet::new();
-    let mut seen = Vec::with_capacity(list.records.len());
-    for rec in &list.records {
-        let Some(file) = files.get(&rec.base) else {
-            continue;
-        };
-        if !seen_bases.insert(rec.base.as_str()) {
-            continue;
-        }
-        let (flags, keywords) = flags_of(file, &keywords);
-        seen.push(Seen {
-            uid: rec.uid,
-            guid: rec.guid().unwrap_or(&rec.base).to_owned(),
-            file: file.clone(),
-            flags,
-            keywords,
-            received: 0,
-            pop3_uidl: rec.pop3_uidl().map(str::to_owned),
-            pop3_order: rec.pop3_order(),
-        });
-    }
     let scan_signature = if scan_time - newest > SIGNATURE_MARGIN_NS {
         sig
     } else {
@@ -402,10 +456,10 @@ pub(crate) fn scan_folder(
 /// a real run would give, but kept in memory: no lock is taken and nothing is written.
 fn assign_uids(
     dir: &Path,
-    listed: HashMap<String, String>,
+    listed: Listing,
     listed_sig: &str,
     dry_run: bool,
-) -> Result<(Uidlist, HashMap<String, String>)> {
+) -> Result<(Uidlist, Listing)> {
     let _lock = if dry_run {
         None
     } else {
@@ -430,23 +484,30 @@ fn assign_uids(
     if list.mailbox_guid.is_none() {
         list.mailbox_guid = Some(Guid128::generate());
     }
-    let known: std::collections::HashSet<String> =
-        list.records.iter().map(|r| r.base.clone()).collect();
-    let mut new: Vec<&String> = files.keys().filter(|b| !known.contains(*b)).collect();
+    let mut new: Vec<String> = {
+        let known: std::collections::HashSet<&str> =
+            list.records.iter().map(|r| r.base.as_str()).collect();
+        files
+            .iter()
+            .map(Listed::base)
+            .filter(|b| !known.contains(b))
+            .map(str::to_owned)
+            .collect()
+    };
     // Dovecot's names start with the delivery time, so name order is arrival order.
     new.sort();
     for base in new {
         list.records.push(UidlistRecord {
             uid: list.next_uid,
             ext: Vec::new(),
-            base: base.clone(),
+            base,
         });
         list.next_uid += 1;
         changed = true;
     }
     if changed {
         // Drop entries whose files are gone while rewriting anyway, as Dovecot does lazily.
-        list.records.retain(|r| files.contains_key(&r.base));
+        list.records.retain(|r| files.contains(r.base.as_str()));
         if !dry_run {
             // Not flushed, as Dovecot does not: if a crash loses these UIDs, the files get new
             // ones on the next scan, and the next sync renumbers; no mail is lost either way.

@@ -134,6 +134,9 @@ pub(crate) fn publish(index: &mut Index, mut staged: Vec<Staged>, fsync: bool) -
                     .retain(|r| !in_way(r) || present.contains(&r.base));
             }
         }
+        // The scan saw every UID below known_next handed out: one from there on is mail that
+        // arrived during the sync.
+        changed |= list.records.last().is_some_and(|r| r.uid >= s.known_next);
         let taken: std::collections::HashSet<Uid> = list.records.iter().map(|r| r.uid).collect();
         for v in &mut s.saves {
             let (uid, moved) = insert_record(
@@ -785,44 +788,53 @@ impl<'a> Writer<'a> {
             return Err(e);
         }
         let dir = self.folder.dir.clone();
-        let (lock, mut list, on_disk) = self.lock_uidlist(&dir)?;
         let mut pending = std::mem::take(&mut self.pending);
         pending.sort_by_key(|p| p.meta.uid);
         let infos: Vec<String> = pending
             .iter()
             .map(|p| self.info_for(p.meta.flags, &p.meta.keywords, ""))
             .collect();
-        // Keyword letters must be on disk before any file name uses them.
         let flag_sets: Vec<(Flags, Keywords)> = self.flag_sets.values().cloned().collect();
         for (flags, kws) in &flag_sets {
             self.info_for(*flags, kws, "");
         }
-        self.write_keywords()?;
         let mut ops: Vec<Op> = Vec::new();
-        self.rename_for_flags(&dir, &mut ops)?;
-        for uid in std::mem::take(&mut self.expunges) {
-            self.expunge_now(uid, &dir, &mut list, &mut ops)?;
+        let mut uidnext = self.header.uidnext;
+        let keywords_on_disk = scan::read_keywords(&dir)?.to_bytes() == self.keywords.to_bytes();
+        if !pending.is_empty() && self.expunges.is_empty() && keywords_on_disk {
+            // Saves and flag changes alone need nothing of the uidlist before publish, which
+            // rereads it under the lock anyway and sees there what arrived meanwhile.
+            self.rename_for_flags(&dir, &mut ops)?;
+            self.record_bases(&mut ops);
+        } else {
+            let (lock, mut list, on_disk) = self.lock_uidlist(&dir)?;
+            // Keyword letters must be on disk before any file name uses them.
+            self.write_keywords()?;
+            self.rename_for_flags(&dir, &mut ops)?;
+            for uid in std::mem::take(&mut self.expunges) {
+                self.expunge_now(uid, &dir, &mut list, &mut ops)?;
+            }
+            self.record_bases(&mut ops);
+            let max_uid = list.records.last().map_or(0, |r| r.uid);
+            if max_uid >= self.header.uidnext {
+                // Mail arrived during the sync and got UIDs beyond what we agreed.
+                self.report.changed_during_sync = true;
+            }
+            if pending.is_empty() {
+                list.next_uid = self.header.uidnext.max(max_uid + 1);
+            }
+            if list != on_disk {
+                // With saves, UIDNEXT moves with their records when they are published: IMAP
+                // clients take mail below a UIDNEXT they saw for mail they have seen.
+                uidlist::write_atomic(&dir, &list, self.fsync)?;
+            }
+            drop(lock);
+            uidnext = uidnext.max(list.next_uid);
         }
-        self.record_bases(&mut ops);
-        let max_uid = list.records.last().map_or(0, |r| r.uid);
-        if max_uid >= self.header.uidnext {
-            // Mail arrived during the sync and got UIDs beyond what we agreed.
-            self.report.changed_during_sync = true;
-        }
-        if pending.is_empty() {
-            list.next_uid = self.header.uidnext.max(max_uid + 1);
-        }
-        if list != on_disk {
-            // With saves, UIDNEXT moves with their records when they are published: IMAP
-            // clients take mail below a UIDNEXT they saw for mail they have seen.
-            uidlist::write_atomic(&dir, &list, self.fsync)?;
-        }
-        drop(lock);
 
         // The folder as it will be once the saves are published.
         let modseq = self.header.change_modseq;
         let mut saves = Vec::with_capacity(pending.len());
-        let mut uidnext = self.header.uidnext.max(list.next_uid);
         for (p, info) in pending.into_iter().zip(infos) {
             let uid = p.meta.uid;
             let file = format!("cur/{}:{}", p.base, info);

@@ -40,6 +40,20 @@ pub struct UidlistRecord {
 }
 
 impl UidlistRecord {
+    fn write_line(&self, s: &mut String) {
+        use std::fmt::Write;
+        // Writing into a String cannot fail.
+        let _ = write!(s, "{}", self.uid);
+        for (key, value) in &self.ext {
+            s.push(' ');
+            s.push(char::from(*key));
+            s.push_str(value);
+        }
+        s.push_str(" :");
+        s.push_str(&self.base);
+        s.push('\n');
+    }
+
     pub fn new(uid: u32, base: impl Into<String>) -> UidlistRecord {
         UidlistRecord {
             uid,
@@ -122,17 +136,23 @@ impl Uidlist {
         }
         s.push('\n');
         for r in &self.records {
-            let _ = write!(s, "{}", r.uid);
-            for (key, value) in &r.ext {
-                s.push(' ');
-                s.push(char::from(*key));
-                s.push_str(value);
-            }
-            s.push_str(" :");
-            s.push_str(&r.base);
-            s.push('\n');
+            r.write_line(&mut s);
         }
         s.into_bytes()
+    }
+
+    /// Whether this list reaches the disk by appending its records from `old_len` on to the
+    /// file that held the ones before them, with the same header, and from which readers took
+    /// `old_next` as the next UID: there are new records, and readers take the next UID from
+    /// the last of them, as Dovecot's appends leave it (the header's `N` lags). The caller
+    /// knows that the first `old_len` records are the file's, unchanged.
+    pub fn appends_to(&self, old_len: usize, old_next: u32) -> bool {
+        match self.records.last() {
+            Some(last) if self.records.len() > old_len => {
+                self.next_uid == old_next.max(last.uid.saturating_add(1))
+            }
+            _ => false,
+        }
     }
 
     /// Why this value cannot be written so that it reads back the same, if it cannot.
@@ -241,15 +261,28 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<Uidlist> {
         return Err(bad(n, "next UID missing or 0"));
     }
 
+    let unterminated = !bytes.ends_with(b"\n");
     let mut prev_uid = 0;
-    for (n, line) in lines {
-        let line = line_str(line, path, n)?;
-        let record = if version == "1" {
-            parse_v1_record(line)
-        } else {
-            parse_v3_record(line)
-        }
-        .map_err(|what| bad(n, what))?;
+    let mut lines = lines.peekable();
+    while let Some((n, line)) = lines.next() {
+        let record = line_str(line, path, n).and_then(|line| {
+            if version == "1" {
+                parse_v1_record(line)
+            } else {
+                parse_v3_record(line)
+            }
+            .map_err(|what| bad(n, what))
+        });
+        let record = match record {
+            Ok(r) => r,
+            Err(e) if unterminated && lines.peek().is_none() => {
+                // An append cut short (a crash in the middle of one, or a power loss before
+                // the data reached the disk): Dovecot reads no line without its end either.
+                tracing::warn!("{e}: ignoring an unfinished last line");
+                break;
+            }
+            Err(e) => return Err(e),
+        };
         if record.uid <= prev_uid {
             return Err(bad(
                 n,
@@ -317,6 +350,32 @@ fn parse_decimal(s: &str) -> Option<u32> {
         return None;
     }
     s.parse().ok()
+}
+
+/// Reads `dir/dovecot-uidlist` for an update under the lock, with whether records may be
+/// appended to it as it is: it ends with a line end.
+pub fn read_for_update(dir: &Path) -> Result<Option<(Uidlist, bool)>> {
+    let path = dir.join(FILE_NAME);
+    let Some(bytes) = read_optional(&path)? else {
+        return Ok(None);
+    };
+    Ok(Some((parse(&bytes, &path)?, bytes.ends_with(b"\n"))))
+}
+
+/// Appends `records` to `dir/dovecot-uidlist`, as Dovecot adds new mail to it: in one write,
+/// unflushed. Hold a [`UidlistLock`], and append only what [`Uidlist::appends_to`] allows to
+/// a file [`read_for_update`] found appendable.
+pub fn append(dir: &Path, records: &[UidlistRecord]) -> Result<()> {
+    let path = dir.join(FILE_NAME);
+    let mut lines = String::with_capacity(records.len() * 96);
+    for r in records {
+        r.write_line(&mut lines);
+    }
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, lines.as_bytes()))
+        .map_err(|e| Error::io(format!("appending to {}", path.display()), e))
 }
 
 /// Writes `list` to `dir/dovecot-uidlist` through `dovecot-uidlist.tmp` and a rename, so that
@@ -599,5 +658,41 @@ mod tests {
         });
         UidlistLock::acquire(dir.path(), Duration::from_secs(10)).unwrap();
         releaser.join().unwrap();
+    }
+    #[test]
+    fn an_unfinished_last_line_is_ignored_only_when_it_does_not_parse() {
+        let head = "3 V5 N3 G0123456789abcdef0123456789abcdef\n1 :a\n";
+        // Cut in the middle of an append: ignored, as Dovecot ignores it.
+        let list = parse(format!("{head}2 G12").as_bytes(), p()).unwrap();
+        assert_eq!(list.records.len(), 1);
+        assert_eq!(list.next_uid, 3);
+        // Whole but without its line end: kept, as before.
+        let list = parse(format!("{head}2 :b").as_bytes(), p()).unwrap();
+        assert_eq!(list.records.len(), 2);
+        // Broken and ended: the file is corrupt.
+        assert!(data_err(format!("{head}2 G12\n").as_bytes()).contains("line 3"));
+        assert!(data_err(format!("{head}x :c\n2 :b").as_bytes()).contains("line 3"));
+    }
+
+    #[test]
+    fn appended_records_read_back_with_the_next_uid_they_imply() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut list = Uidlist::new(5, Guid128::generate());
+        list.records.push(UidlistRecord::new(1, "a"));
+        list.next_uid = 2;
+        write_atomic(dir.path(), &list, false).unwrap();
+        let (mut grown, appendable) = read_for_update(dir.path()).unwrap().unwrap();
+        assert!(appendable);
+        let mut rec = UidlistRecord::new(4, "b");
+        rec.set_ext(b'G', "0a1b");
+        grown.records.push(rec);
+        grown.next_uid = 5;
+        assert!(grown.appends_to(1, 2));
+        assert!(!grown.appends_to(2, 2), "nothing new to append");
+        grown.next_uid = 7;
+        assert!(!grown.appends_to(1, 2), "the header must say 7");
+        grown.next_uid = 5;
+        append(dir.path(), &grown.records[1..]).unwrap();
+        assert_eq!(Uidlist::read(dir.path()).unwrap().unwrap(), grown);
     }
 }

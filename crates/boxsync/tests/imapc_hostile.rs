@@ -666,15 +666,23 @@ fn a_uidnext_below_the_listed_uids_still_syncs_correctly() {
     }
 }
 
-/// The next-UID field (`N…`) of a `dovecot-uidlist` header.
+/// The next UID of a `dovecot-uidlist` as Dovecot reads it: the header's `N…`, or past the
+/// last record when appended records went beyond it.
 fn uidlist_next_uid(path: &Path) -> u32 {
     let text = std::fs::read_to_string(path).unwrap();
     let header = text.lines().next().unwrap_or("");
+    let after_last = text
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split(' ').next()?.parse::<u32>().ok())
+        .max()
+        .map_or(0, |uid| uid + 1);
     header
         .split(' ')
         .find_map(|f| f.strip_prefix('N'))
-        .and_then(|n| n.parse().ok())
+        .and_then(|n| n.parse::<u32>().ok())
         .unwrap_or_else(|| panic!("no N in the uidlist header {header:?}"))
+        .max(after_last)
 }
 
 #[test]

@@ -547,40 +547,51 @@ mod tests {
         MaildirStore::open(&location, true, true).unwrap()
     }
 
+    /// A new folder given one message (UID 1) by a finished writer, agreeing on `uidnext`.
+    fn save_one(
+        store: &mut MaildirStore,
+        source: &Path,
+        name: &str,
+        i: usize,
+        uidnext: Uid,
+    ) -> (Guid128, PathBuf) {
+        let guid = Guid128::generate();
+        store
+            .create_mailbox(&MailboxName::parse(name).unwrap(), guid, 100)
+            .unwrap();
+        // A Dovecot-style name stating the sizes: the copier threads copy it.
+        let base = format!("1700000000.M{i}P1.host,S=18,W=21");
+        let file = source.join(&base);
+        std::fs::write(&file, TEXT).unwrap();
+        let header = HeaderUpdate {
+            uidvalidity: 100,
+            uidnext,
+            highest_modseq: 1,
+            change_modseq: 1,
+        };
+        let mut writer = store.writer(guid, header).unwrap();
+        let meta = SaveMeta {
+            uid: 1,
+            guid: base,
+            flags: Flags::SEEN,
+            keywords: Keywords::new(),
+            received: 1_700_000_000,
+            pop3_uidl: None,
+            pop3_order: None,
+        };
+        writer.save(meta, &FileBody(file)).unwrap();
+        let report = writer.finish().unwrap();
+        assert_eq!(report.saved, 1);
+        (guid, store.folder(guid).unwrap().dir.clone())
+    }
+
     /// Two new folders, each given one message by a finished writer; returns the folders.
     fn save_into_two(store: &mut MaildirStore, source: &Path) -> Vec<(Guid128, PathBuf)> {
-        let mut out = Vec::new();
-        for (i, name) in ["A", "B"].into_iter().enumerate() {
-            let guid = Guid128::generate();
-            store
-                .create_mailbox(&MailboxName::parse(name).unwrap(), guid, 100)
-                .unwrap();
-            // A Dovecot-style name stating the sizes: the copier threads copy it.
-            let base = format!("1700000000.M{i}P1.host,S=18,W=21");
-            let file = source.join(&base);
-            std::fs::write(&file, TEXT).unwrap();
-            let header = HeaderUpdate {
-                uidvalidity: 100,
-                uidnext: 2,
-                highest_modseq: 1,
-                change_modseq: 1,
-            };
-            let mut writer = store.writer(guid, header).unwrap();
-            let meta = SaveMeta {
-                uid: 1,
-                guid: base,
-                flags: Flags::SEEN,
-                keywords: Keywords::new(),
-                received: 1_700_000_000,
-                pop3_uidl: None,
-                pop3_order: None,
-            };
-            writer.save(meta, &FileBody(file)).unwrap();
-            let report = writer.finish().unwrap();
-            assert_eq!(report.saved, 1);
-            out.push((guid, store.folder(guid).unwrap().dir.clone()));
-        }
-        out
+        ["A", "B"]
+            .into_iter()
+            .enumerate()
+            .map(|(i, name)| save_one(store, source, name, i, 2))
+            .collect()
     }
 
     fn cur_files(dir: &Path) -> Vec<String> {
@@ -676,5 +687,58 @@ mod tests {
             uids_after_reopening(&root, *guid),
             [(1, "1700000001.other".to_owned()), (2, base)]
         );
+    }
+    #[test]
+    fn saves_are_appended_to_the_uidlist_unless_its_next_uid_must_move_past_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, source) = (dir.path().join("mail"), dir.path().join("source"));
+        std::fs::create_dir_all(&source).unwrap();
+        let mut store = open(&root);
+        let (_, appended) = save_one(&mut store, &source, "A", 0, 2);
+        // The source's UIDNEXT is 9: the header must say so, which an append cannot.
+        let (_, raised) = save_one(&mut store, &source, "B", 1, 9);
+        let before = |d: &Path| std::fs::read(d.join("dovecot-uidlist")).unwrap();
+        let (appended_before, raised_before) = (before(&appended), before(&raised));
+        store.flush().unwrap();
+
+        let after = std::fs::read(appended.join("dovecot-uidlist")).unwrap();
+        assert!(
+            after.starts_with(&appended_before),
+            "rewritten, not appended"
+        );
+        let list = uidlist::Uidlist::read(&appended).unwrap().unwrap();
+        assert_eq!(list.next_uid, 2);
+        assert_eq!(list.records.len(), 1);
+
+        let after = std::fs::read(raised.join("dovecot-uidlist")).unwrap();
+        assert!(!after.starts_with(&raised_before));
+        let list = uidlist::Uidlist::read(&raised).unwrap().unwrap();
+        assert_eq!(list.next_uid, 9);
+        assert!(String::from_utf8(after).unwrap().starts_with("3 V100 N9 "));
+    }
+
+    #[test]
+    fn an_append_cut_short_is_dropped_by_a_rewrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, source) = (dir.path().join("mail"), dir.path().join("source"));
+        std::fs::create_dir_all(&source).unwrap();
+        let mut store = open(&root);
+        let (guid, folder) = save_one(&mut store, &source, "A", 0, 2);
+        // Another writer's append, cut short by a crash: no line end, half a record.
+        let path = folder.join("dovecot-uidlist");
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.extend_from_slice(b"7 G0a1b");
+        std::fs::write(&path, &bytes).unwrap();
+        let report = store.flush().unwrap();
+        assert!(!report.changed_during_sync);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.ends_with(":1700000000.M0P1.host,S=18,W=21\n"),
+            "{text}"
+        );
+        assert!(!text.contains("7 G0a1b"), "{text}");
+        drop(store);
+        let base = "1700000000.M0P1.host,S=18,W=21".to_owned();
+        assert_eq!(uids_after_reopening(&root, guid), [(1, base)]);
     }
 }

@@ -472,16 +472,21 @@ fn assign_uids(
             .collect::<Vec<_>>()
     };
     let unchanged = dirs_of(listed_sig) == dirs_of(&signature(dir).0);
-    let mut list = read_uidlist(dir)?.unwrap_or_else(|| Uidlist {
-        uidvalidity: uidvalidity_now(),
-        next_uid: 1,
-        mailbox_guid: None,
-        extra_header: Vec::new(),
-        records: Vec::new(),
+    let (mut list, appendable) = uidlist::read_for_update(dir)?.unwrap_or_else(|| {
+        let list = Uidlist {
+            uidvalidity: uidvalidity_now(),
+            next_uid: 1,
+            mailbox_guid: None,
+            extra_header: Vec::new(),
+            records: Vec::new(),
+        };
+        (list, false)
     });
+    let (old_len, old_next) = (list.records.len(), list.next_uid);
     let files = if unchanged { listed } else { list_files(dir)? };
-    let mut changed = list.mailbox_guid.is_none();
-    if list.mailbox_guid.is_none() {
+    let had_guid = list.mailbox_guid.is_some();
+    let mut changed = !had_guid;
+    if !had_guid {
         list.mailbox_guid = Some(Guid128::generate());
     }
     let mut new: Vec<String> = {
@@ -506,12 +511,28 @@ fn assign_uids(
         changed = true;
     }
     if changed {
-        // Drop entries whose files are gone while rewriting anyway, as Dovecot does lazily.
-        list.records.retain(|r| files.contains(r.base.as_str()));
+        // Records of files gone stay until a quarter of them are, as Dovecot keeps them: new
+        // ones are appended meanwhile. A rewrite drops them.
+        let gone = list
+            .records
+            .iter()
+            .filter(|r| !files.contains(r.base.as_str()))
+            .count();
+        let append = appendable
+            && gone * 4 < list.records.len()
+            && had_guid
+            && list.appends_to(old_len, old_next);
+        if !append {
+            list.records.retain(|r| files.contains(r.base.as_str()));
+        }
+        // Not flushed, as Dovecot does not: if a crash loses these UIDs, the files get new
+        // ones on the next scan, and the next sync renumbers; no mail is lost either way.
         if !dry_run {
-            // Not flushed, as Dovecot does not: if a crash loses these UIDs, the files get new
-            // ones on the next scan, and the next sync renumbers; no mail is lost either way.
-            uidlist::write_atomic(dir, &list, false)?;
+            if append {
+                uidlist::append(dir, &list.records[old_len..])?;
+            } else {
+                uidlist::write_atomic(dir, &list, false)?;
+            }
         }
     }
     Ok((list, files))

@@ -192,12 +192,18 @@ pub fn deliver_all(root: &Path, folder: &str, mails: &[(&[u8], &str)], dovecot_n
     let path = dir.join("dovecot-uidlist");
     let text = std::fs::read_to_string(&path).expect("read uidlist");
     let (header, records) = text.split_once('\n').unwrap_or((&text, ""));
+    // As Dovecot does: the header's N lags behind appended records, the last one counts too.
+    let after_last = records
+        .lines()
+        .filter_map(|l| l.split(' ').next()?.parse::<u32>().ok())
+        .max()
+        .map_or(0, |uid| uid + 1);
     let mut first = 0;
     let header: Vec<String> = header
         .split(' ')
         .map(|item| match item.strip_prefix('N') {
             Some(n) => {
-                first = n.parse().expect("N in uidlist header");
+                first = after_last.max(n.parse().expect("N in uidlist header"));
                 format!("N{}", first + mails.len() as u32)
             }
             None => item.to_owned(),

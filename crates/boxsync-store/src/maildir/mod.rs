@@ -65,6 +65,8 @@ pub struct MaildirStore {
     dry_run: bool,
     /// Folders whose sync is done but whose saves wait to be flushed with others' ones.
     staged: Vec<writer::Staged>,
+    /// Whether a publish found a folder changed by another program, until a flush reports it.
+    changed_while_staged: bool,
     /// Problems with single mailboxes found by the scan; the others still sync.
     pub mailbox_errors: Vec<(String, Error)>,
 }
@@ -98,6 +100,7 @@ impl MaildirStore {
             log: Vec::new(),
             dry_run: false,
             staged: Vec::new(),
+            changed_while_staged: false,
             mailbox_errors: Vec::new(),
         };
         store.refresh()?;
@@ -122,6 +125,7 @@ impl MaildirStore {
             log: Vec::new(),
             dry_run: true,
             staged: Vec::new(),
+            changed_while_staged: false,
             mailbox_errors: Vec::new(),
         };
         if location.root.is_dir() {
@@ -198,11 +202,12 @@ impl MaildirStore {
         Ok(())
     }
 
-    /// Publishes the staged folders (see [`writer::publish`]); whether another program
-    /// changed one meanwhile.
-    fn publish_staged(&mut self) -> Result<bool> {
+    /// Publishes the staged folders (see [`writer::publish`]), noting whether another
+    /// program changed one meanwhile for the next flush to report.
+    fn publish_staged(&mut self) -> Result<()> {
         let staged = std::mem::take(&mut self.staged);
-        writer::publish(&mut self.index, staged, self.fsync)
+        self.changed_while_staged |= writer::publish(&mut self.index, staged, self.fsync)?;
+        Ok(())
     }
 
     fn folder(&self, guid: Guid128) -> Result<&Folder> {
@@ -492,8 +497,9 @@ impl Store for MaildirStore {
     }
 
     fn flush(&mut self) -> Result<WriteReport> {
+        self.publish_staged()?;
         Ok(WriteReport {
-            changed_during_sync: self.publish_staged()?,
+            changed_during_sync: std::mem::take(&mut self.changed_while_staged),
             ..WriteReport::default()
         })
     }
@@ -503,6 +509,11 @@ impl Store for MaildirStore {
         mailbox: Guid128,
         header: HeaderUpdate,
     ) -> Result<Box<dyn MailboxWriter + '_>> {
+        if self.staged.iter().any(|s| s.is_of(mailbox)) {
+            // Its records must be in the uidlist before another writer reads it, and publish
+            // takes each folder's lock once.
+            self.publish_staged()?;
+        }
         let fsync = self.fsync;
         let folder = self
             .folders
@@ -740,5 +751,39 @@ mod tests {
         drop(store);
         let base = "1700000000.M0P1.host,S=18,W=21".to_owned();
         assert_eq!(uids_after_reopening(&root, guid), [(1, base)]);
+    }
+    #[test]
+    fn a_second_writer_on_a_staged_folder_publishes_the_first_one_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, source) = (dir.path().join("mail"), dir.path().join("source"));
+        std::fs::create_dir_all(&source).unwrap();
+        let mut store = open(&root);
+        let (guid, folder) = save_one(&mut store, &source, "A", 0, 2);
+        let base = "1700000000.M9P1.host,S=18,W=21".to_owned();
+        let file = source.join(&base);
+        std::fs::write(&file, TEXT).unwrap();
+        let header = HeaderUpdate {
+            uidvalidity: 100,
+            uidnext: 3,
+            highest_modseq: 2,
+            change_modseq: 2,
+        };
+        let mut writer = store.writer(guid, header).unwrap();
+        assert_eq!(cur_files(&folder).len(), 1, "the first save is published");
+        let meta = SaveMeta {
+            uid: 2,
+            guid: base.clone(),
+            flags: Flags::EMPTY,
+            keywords: Keywords::new(),
+            received: 1_700_000_000,
+            pop3_uidl: None,
+            pop3_order: None,
+        };
+        writer.save(meta, &FileBody(file)).unwrap();
+        writer.finish().unwrap();
+        assert!(!store.flush().unwrap().changed_during_sync);
+        drop(store);
+        let first = "1700000000.M0P1.host,S=18,W=21".to_owned();
+        assert_eq!(uids_after_reopening(&root, guid), [(1, first), (2, base)]);
     }
 }

@@ -98,6 +98,10 @@ pub(crate) struct Staged {
 }
 
 impl Staged {
+    pub(crate) fn is_of(&self, mailbox: Guid128) -> bool {
+        self.mailbox == mailbox
+    }
+
     /// Where a staged save of `mailbox` waits, for a read of it before it is published.
     pub(crate) fn tmp_of(&self, mailbox: Guid128, uid: Uid) -> Option<&Path> {
         (self.mailbox == mailbox)

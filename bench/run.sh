@@ -6,8 +6,7 @@
 #   BENCH_MESSAGES=500 BENCH_REPEAT=1 bench/run.sh # a quick look
 #
 # Environment: BENCH_MESSAGES (20000), BENCH_BYTES (1 GiB per 20,000 messages, e.g. 50MiB),
-# BENCH_SEED (1), BENCH_REPEAT (3), BENCH_TIMEOUT (3600 s per run), BENCH_WORK (bench/work),
-# BENCH_SETTLE (65 s: the wait after removing the last round's copies).
+# BENCH_SEED (1), BENCH_REPEAT (3), BENCH_TIMEOUT (3600 s per run), BENCH_WORK (bench/work).
 # A tool that fails (boxsync, while it is young) is reported as FAILED; the run goes on.
 set -euo pipefail
 
@@ -21,7 +20,6 @@ BYTES=${BENCH_BYTES:-$(((1 << 30) * MESSAGES / 20000))}
 SEED=${BENCH_SEED:-1}
 REPEAT=${BENCH_REPEAT:-3}
 TIMEOUT=${BENCH_TIMEOUT:-3600}
-SETTLE=${BENCH_SETTLE:-65}
 WORK=${BENCH_WORK:-$here/work}
 export PYTHONDONTWRITEBYTECODE=1
 
@@ -57,7 +55,13 @@ fi
 corpus_bytes=$(du -sb "$corpus" | cut -f1)
 
 run="$WORK/run"
-rm -rf "$run"
+# Nothing is deleted while runs are timed: old copies are set aside here and removed at the end
+# (see "Deletions" in bench/README.md).
+trash="$WORK/trash"
+mkdir -p "$trash"
+if [ -e "$run" ]; then
+    mv "$run" "$trash/run.$(date +%s%N)"
+fi
 mkdir -p "$run/logs"
 # Dovecot runs as another uid when we are root; it must reach the stores.
 chmod 755 "$WORK" "$run"
@@ -183,17 +187,11 @@ say "corpus: $MESSAGES messages, $((corpus_bytes / 1048576)) MiB; $REPEAT runs e
 
 say "initial copies (fresh destination each run; the tool's own index removed from its source)"
 for rep in $(seq "$REPEAT"); do
-    # Every tool's previous destination goes before any run of this round, and then the
-    # file system settles: ext4 without a journal (as on the benchmark VM) will not reuse an
-    # inode freed in the last 60 s, and allocating a new one scans past every such inode.
-    # Removing 20,000 files right before a run made that run pay for the harness's own
-    # deletion, which no real first backup does, and made every tool slower by about the
-    # same seconds.
-    removed=
+    # Every tool's previous destination is set aside (renamed, not deleted) before any run of
+    # this round: see "Deletions" in bench/README.md.
     for d in "$run/cp/dst" "$bdst" "$tdst" "${ddst:-}" "${mdst:-}"; do
         if [ -n "$d" ] && [ -e "$d" ]; then
-            rm -rf "$d"
-            removed=1
+            mv "$d" "$trash/$(printf '%s' "${d#"$run"/}" | tr / _).$rep.$(date +%s%N)"
         fi
     done
     find "$bsrc" "$tsrc" -maxdepth 1 -name 'boxsync.index.sqlite*' -delete
@@ -202,11 +200,6 @@ for rep in $(seq "$REPEAT"); do
     fi
     if [ -n "$have_mbsync" ]; then
         find "$msrc" \( -name '.isyncuidmap.db' -o -name '.uidvalidity' -o -name '.mbsyncstate*' \) -delete
-    fi
-    if [ -n "$removed" ] && [ "$SETTLE" -gt 0 ]; then
-        say "round $rep: letting the file system settle for $SETTLE s after removing the last round's copies"
-        sync
-        sleep "$SETTLE"
     fi
 
     mkdir -p "$run/cp"
@@ -334,3 +327,5 @@ results="$here/results-$(date +%Y-%m-%d-%H%M%S).txt"
     python3 "$here/report.py" "$raw"
 } | tee "$results"
 say "results written to $results; logs in $run/logs"
+say "removing the copies set aside (after every measurement)"
+rm -rf "$trash"

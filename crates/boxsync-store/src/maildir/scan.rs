@@ -398,15 +398,18 @@ pub(crate) fn scan_folder(
     }
     let mut list = read_uidlist(dir)?;
     let mut files = list_files(dir)?;
-    let keywords = read_keywords(dir)?;
+    // After the listing: every letter a listed name uses is in it.
+    let mut keywords = read_keywords(dir)?;
     let mut seen = match &list {
         Some(l) => take_named(l, &mut files, &keywords),
         None => Vec::new(),
     };
     if list.as_ref().is_none_or(|l| l.mailbox_guid.is_none()) || !files.is_empty() {
-        // Files no record names: the listing goes back together for assign_uids.
+        // Files no record names: the listing goes back together for assign_uids, which may
+        // list the folder again.
         files.extend(seen.drain(..).map(|s| Listed::new(s.file)));
         let (assigned, mut listed) = assign_uids(dir, files, &sig, dry_run)?;
+        keywords = read_keywords(dir)?;
         seen = take_named(&assigned, &mut listed, &keywords);
         list = Some(assigned);
     }
@@ -529,7 +532,7 @@ fn assign_uids(
         // ones on the next scan, and the next sync renumbers; no mail is lost either way.
         if !dry_run {
             if append {
-                uidlist::append(dir, &list.records[old_len..])?;
+                uidlist::append(dir, &list, old_len)?;
             } else {
                 uidlist::write_atomic(dir, &list, false)?;
             }

@@ -168,7 +168,7 @@ pub(crate) fn publish(index: &mut Index, mut staged: Vec<Staged>, fsync: bool) -
         list.next_uid = list.next_uid.max(s.uidnext);
         s.row.uidnext = list.next_uid;
         if appendable && file_records_kept && list.appends_to(old_len, old_next) {
-            uidlist::append(&s.dir, &list.records[old_len..])?;
+            uidlist::append(&s.dir, &list, old_len)?;
         } else {
             uidlist::write_tmp(&s.dir, &list)?;
             rewritten.push(s.dir.clone());

@@ -353,20 +353,29 @@ fn parse_decimal(s: &str) -> Option<u32> {
 }
 
 /// Reads `dir/dovecot-uidlist` for an update under the lock, with whether records may be
-/// appended to it as it is: it ends with a line end.
+/// appended to it as it is: a version 3 file that ends with a line end.
 pub fn read_for_update(dir: &Path) -> Result<Option<(Uidlist, bool)>> {
     let path = dir.join(FILE_NAME);
     let Some(bytes) = read_optional(&path)? else {
         return Ok(None);
     };
-    Ok(Some((parse(&bytes, &path)?, bytes.ends_with(b"\n"))))
+    let appendable = bytes.starts_with(b"3 ") && bytes.ends_with(b"\n");
+    Ok(Some((parse(&bytes, &path)?, appendable)))
 }
 
-/// Appends `records` to `dir/dovecot-uidlist`, as Dovecot adds new mail to it: in one write,
-/// unflushed. Hold a [`UidlistLock`], and append only what [`Uidlist::appends_to`] allows to
-/// a file [`read_for_update`] found appendable.
-pub fn append(dir: &Path, records: &[UidlistRecord]) -> Result<()> {
+/// Appends the records of `list` from `from` on to `dir/dovecot-uidlist`, as Dovecot adds new
+/// mail to it: in one write, unflushed. Hold a [`UidlistLock`], and append only what
+/// [`Uidlist::appends_to`] allows to a file [`read_for_update`] found appendable. A list that
+/// would not read back the same is refused, as [`write_atomic`] refuses it.
+pub fn append(dir: &Path, list: &Uidlist, from: usize) -> Result<()> {
     let path = dir.join(FILE_NAME);
+    if let Some(why) = list.unwritable() {
+        return Err(Error::Data(format!(
+            "{}: refusing to write: {why}",
+            path.display()
+        )));
+    }
+    let records = &list.records[from..];
     let mut lines = String::with_capacity(records.len() * 96);
     for r in records {
         r.write_line(&mut lines);
@@ -692,7 +701,15 @@ mod tests {
         grown.next_uid = 7;
         assert!(!grown.appends_to(1, 2), "the header must say 7");
         grown.next_uid = 5;
-        append(dir.path(), &grown.records[1..]).unwrap();
+        append(dir.path(), &grown, 1).unwrap();
         assert_eq!(Uidlist::read(dir.path()).unwrap().unwrap(), grown);
+        // What would not read back the same is refused, and the file stays as it was.
+        let before = std::fs::read(dir.path().join(FILE_NAME)).unwrap();
+        let mut spaced = UidlistRecord::new(9, "c");
+        spaced.set_ext(b'G', "a b");
+        grown.records.push(spaced);
+        grown.next_uid = 10;
+        assert!(append(dir.path(), &grown, 2).is_err());
+        assert_eq!(std::fs::read(dir.path().join(FILE_NAME)).unwrap(), before);
     }
 }

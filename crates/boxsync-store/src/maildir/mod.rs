@@ -558,6 +558,15 @@ mod tests {
         MaildirStore::open(&location, true, true).unwrap()
     }
 
+    /// An empty store at `DIR/mail`, and `DIR/source` for the other side's files.
+    fn store_and_source() -> (tempfile::TempDir, PathBuf, PathBuf, MaildirStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, source) = (dir.path().join("mail"), dir.path().join("source"));
+        std::fs::create_dir_all(&source).unwrap();
+        let store = open(&root);
+        (dir, root, source, store)
+    }
+
     /// A new folder given one message (UID 1) by a finished writer, agreeing on `uidnext`.
     fn save_one(
         store: &mut MaildirStore,
@@ -627,10 +636,7 @@ mod tests {
 
     #[test]
     fn small_batches_of_saves_wait_for_the_flush_and_read_from_tmp_meanwhile() {
-        let dir = tempfile::tempdir().unwrap();
-        let (root, source) = (dir.path().join("mail"), dir.path().join("source"));
-        std::fs::create_dir_all(&source).unwrap();
-        let mut store = open(&root);
+        let (_dir, root, source, mut store) = store_and_source();
         let folders = save_into_two(&mut store, &source);
         for (guid, folder) in &folders {
             assert!(cur_files(folder).is_empty(), "published before the flush");
@@ -661,10 +667,7 @@ mod tests {
 
     #[test]
     fn a_store_dropped_without_a_flush_still_publishes_what_it_staged() {
-        let dir = tempfile::tempdir().unwrap();
-        let (root, source) = (dir.path().join("mail"), dir.path().join("source"));
-        std::fs::create_dir_all(&source).unwrap();
-        let mut store = open(&root);
+        let (_dir, root, source, mut store) = store_and_source();
         let folders = save_into_two(&mut store, &source);
         drop(store);
         for (i, (guid, folder)) in folders.iter().enumerate() {
@@ -676,10 +679,7 @@ mod tests {
 
     #[test]
     fn a_uid_another_program_takes_before_the_flush_goes_to_the_staged_save_no_more() {
-        let dir = tempfile::tempdir().unwrap();
-        let (root, source) = (dir.path().join("mail"), dir.path().join("source"));
-        std::fs::create_dir_all(&source).unwrap();
-        let mut store = open(&root);
+        let (_dir, root, source, mut store) = store_and_source();
         let folders = save_into_two(&mut store, &source);
         // Dovecot delivers into A and gives the new mail UID 1, under the uidlist lock.
         let (guid, folder) = &folders[0];
@@ -699,12 +699,10 @@ mod tests {
             [(1, "1700000001.other".to_owned()), (2, base)]
         );
     }
+
     #[test]
     fn saves_are_appended_to_the_uidlist_unless_its_next_uid_must_move_past_them() {
-        let dir = tempfile::tempdir().unwrap();
-        let (root, source) = (dir.path().join("mail"), dir.path().join("source"));
-        std::fs::create_dir_all(&source).unwrap();
-        let mut store = open(&root);
+        let (_dir, _root, source, mut store) = store_and_source();
         let (_, appended) = save_one(&mut store, &source, "A", 0, 2);
         // The source's UIDNEXT is 9: the header must say so, which an append cannot.
         let (_, raised) = save_one(&mut store, &source, "B", 1, 9);
@@ -730,10 +728,7 @@ mod tests {
 
     #[test]
     fn an_append_cut_short_is_dropped_by_a_rewrite() {
-        let dir = tempfile::tempdir().unwrap();
-        let (root, source) = (dir.path().join("mail"), dir.path().join("source"));
-        std::fs::create_dir_all(&source).unwrap();
-        let mut store = open(&root);
+        let (_dir, root, source, mut store) = store_and_source();
         let (guid, folder) = save_one(&mut store, &source, "A", 0, 2);
         // Another writer's append, cut short by a crash: no line end, half a record.
         let path = folder.join("dovecot-uidlist");
@@ -754,10 +749,7 @@ mod tests {
     }
     #[test]
     fn a_second_writer_on_a_staged_folder_publishes_the_first_one_first() {
-        let dir = tempfile::tempdir().unwrap();
-        let (root, source) = (dir.path().join("mail"), dir.path().join("source"));
-        std::fs::create_dir_all(&source).unwrap();
-        let mut store = open(&root);
+        let (_dir, root, source, mut store) = store_and_source();
         let (guid, folder) = save_one(&mut store, &source, "A", 0, 2);
         let base = "1700000000.M9P1.host,S=18,W=21".to_owned();
         let file = source.join(&base);

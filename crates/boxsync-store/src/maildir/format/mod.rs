@@ -19,6 +19,11 @@ use boxsync_model::{Error, Result};
 /// limit for `dovecot-uidlist.lock`, so both programs give up on a dead holder alike.
 pub(crate) const DOTLOCK_STALE: Duration = Duration::from_secs(120);
 
+/// A dotlock still empty this long after its creation lost its writer between creating and
+/// filling it (a kill in that instant): every writer, boxsync or Dovecot, fills its lock at
+/// once. Waiting [`DOTLOCK_STALE`] for it made the next sync time out.
+const EMPTY_DOTLOCK_STALE: Duration = Duration::from_secs(5);
+
 /// Short enough that a waiter notices a released lock quickly, long enough not to spin.
 const DOTLOCK_RETRY: Duration = Duration::from_millis(10);
 
@@ -168,7 +173,8 @@ fn lock_is_stale(path: &Path) -> Result<bool> {
     if holder_is_dead(path) {
         return Ok(true);
     }
-    let modified = match fs::metadata(path).and_then(|m| m.modified()) {
+    let (modified, empty) = match fs::metadata(path).and_then(|m| Ok((m.modified()?, m.len() == 0)))
+    {
         Ok(t) => t,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(true),
         Err(e) => {
@@ -178,10 +184,17 @@ fn lock_is_stale(path: &Path) -> Result<bool> {
             ));
         }
     };
+    // A writer fills its lock right after creating it (with its holder, or with the new
+    // content, as Dovecot does): one still empty after a while lost its writer in between.
+    let stale_after = if empty {
+        EMPTY_DOTLOCK_STALE
+    } else {
+        DOTLOCK_STALE
+    };
     // An mtime in the future (clock skew between hosts sharing the store) is not stale.
     Ok(SystemTime::now()
         .duration_since(modified)
-        .is_ok_and(|age| age >= DOTLOCK_STALE))
+        .is_ok_and(|age| age >= stale_after))
 }
 
 /// The mode for files created in `dir`: the directory's permissions without the execute
@@ -330,6 +343,25 @@ mod tests {
         let lock = DotLock::acquire(&path, 0o600, Duration::ZERO).unwrap();
         lock.touch().unwrap();
         assert!(!lock_is_stale(lock.path()).unwrap());
+    }
+
+    #[test]
+    fn an_empty_dotlock_is_broken_after_seconds_a_filled_one_after_minutes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (empty, filled) = (dir.path().join("e.lock"), dir.path().join("f.lock"));
+        let ago = SystemTime::now() - EMPTY_DOTLOCK_STALE - Duration::from_secs(1);
+        File::create(&empty).unwrap().set_modified(ago).unwrap();
+        let mut f = File::create(&filled).unwrap();
+        // Dovecot's way: the new content goes into the lock itself.
+        f.write_all(b"3 V1 N1\n").unwrap();
+        f.set_modified(ago).unwrap();
+        assert!(lock_is_stale(&empty).unwrap());
+        assert!(!lock_is_stale(&filled).unwrap());
+        File::create(&empty).unwrap();
+        assert!(
+            !lock_is_stale(&empty).unwrap(),
+            "a writer may be about to fill it"
+        );
     }
 
     #[test]

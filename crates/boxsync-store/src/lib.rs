@@ -58,6 +58,23 @@ pub struct Message {
     pub pop3_order: Option<u32>,
 }
 
+impl Message {
+    /// Its index row, found at `file` (the store's locator).
+    pub fn index_row(&self, file: String) -> boxsync_index::MessageRow {
+        boxsync_index::MessageRow {
+            uid: self.uid,
+            guid: self.guid.clone(),
+            file,
+            flags: self.flags,
+            keywords: self.keywords.clone(),
+            modseq: self.modseq,
+            base: self.base.clone(),
+            pop3_uidl: self.pop3_uidl.clone(),
+            pop3_order: self.pop3_order,
+        }
+    }
+}
+
 /// FNV-1a over every message's UID, GUID, flags and keywords: equal on two sides exactly when
 /// they hold the same messages (up to hash collisions), and the same on any machine.
 pub fn content_digest(messages: &[Message]) -> u64 {
@@ -97,18 +114,8 @@ pub fn agree_flags(
         let Some(file) = file_of(m.uid) else {
             continue;
         };
-        rows.push(boxsync_index::MessageRow {
-            uid: m.uid,
-            guid: m.guid.clone(),
-            file,
-            flags: m.flags,
-            keywords: m.keywords.clone(),
-            modseq: m.modseq,
-            base: Some(current.clone()),
-            pop3_uidl: m.pop3_uidl.clone(),
-            pop3_order: m.pop3_order,
-        });
         m.base = Some(current);
+        rows.push(m.index_row(file));
     }
     rows
 }

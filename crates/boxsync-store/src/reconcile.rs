@@ -169,17 +169,7 @@ pub fn reconcile(
             pop3_order: s.pop3_order,
         };
         if new_row {
-            puts.push(MessageRow {
-                uid: m.uid,
-                guid: m.guid.clone(),
-                file: s.file.clone(),
-                flags: m.flags,
-                keywords: m.keywords.clone(),
-                modseq,
-                base: m.base.clone(),
-                pop3_uidl: m.pop3_uidl.clone(),
-                pop3_order: m.pop3_order,
-            });
+            puts.push(m.index_row(s.file.clone()));
         }
         files.push((s.uid, s.file));
         messages.push(m);

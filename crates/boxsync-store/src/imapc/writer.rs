@@ -58,23 +58,7 @@ impl<'a> Writer<'a> {
         let mut rows = BTreeMap::new();
         for m in &b.messages {
             let sref = b.refs.get(&m.uid).cloned();
-            rows.insert(
-                m.uid,
-                (
-                    MessageRow {
-                        uid: m.uid,
-                        guid: m.guid.clone(),
-                        file: String::new(),
-                        flags: m.flags,
-                        keywords: m.keywords.clone(),
-                        modseq: m.modseq,
-                        base: m.base.clone(),
-                        pop3_uidl: m.pop3_uidl.clone(),
-                        pop3_order: m.pop3_order,
-                    },
-                    sref,
-                ),
-            );
+            rows.insert(m.uid, (m.index_row(String::new()), sref));
         }
         Ok(Writer {
             store,

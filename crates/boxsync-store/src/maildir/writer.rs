@@ -104,7 +104,7 @@ impl Staged {
 
     /// Where a staged save of `mailbox` waits, for a read of it before it is published.
     pub(crate) fn tmp_of(&self, mailbox: Guid128, uid: Uid) -> Option<&Path> {
-        (self.mailbox == mailbox)
+        self.is_of(mailbox)
             .then(|| self.saves.iter().find(|v| v.row.uid == uid))
             .flatten()
             .map(|v| v.tmp.as_path())
@@ -723,19 +723,9 @@ impl<'a> Writer<'a> {
             if let Ok(i) = self.folder.messages.binary_search_by_key(&uid, |m| m.uid) {
                 let m = &mut self.folder.messages[i];
                 m.flags = flags;
-                m.keywords = kws.clone();
+                m.keywords = kws;
                 m.modseq = modseq;
-                ops.push(Op::Put(MessageRow {
-                    uid,
-                    guid: m.guid.clone(),
-                    file: new_file,
-                    flags,
-                    keywords: kws,
-                    modseq,
-                    base: m.base.clone(),
-                    pop3_uidl: m.pop3_uidl.clone(),
-                    pop3_order: m.pop3_order,
-                }));
+                ops.push(Op::Put(m.index_row(new_file)));
             }
             self.report.flag_changes += 1;
         }
@@ -747,19 +737,9 @@ impl<'a> Writer<'a> {
         for (uid, (flags, kws)) in std::mem::take(&mut self.bases) {
             if let Ok(i) = self.folder.messages.binary_search_by_key(&uid, |m| m.uid) {
                 let m = &mut self.folder.messages[i];
-                m.base = Some((flags, kws.clone()));
+                m.base = Some((flags, kws));
                 if let Some(file) = self.folder.files.get(&uid) {
-                    ops.push(Op::Put(MessageRow {
-                        uid,
-                        guid: m.guid.clone(),
-                        file: file.clone(),
-                        flags: m.flags,
-                        keywords: m.keywords.clone(),
-                        modseq: m.modseq,
-                        base: Some((flags, kws)),
-                        pop3_uidl: m.pop3_uidl.clone(),
-                        pop3_order: m.pop3_order,
-                    }));
+                    ops.push(Op::Put(m.index_row(file.clone())));
                 }
             }
         }

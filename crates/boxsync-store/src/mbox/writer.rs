@@ -684,20 +684,7 @@ impl<'a> Writer<'a> {
                 let m = &mut self.folder.messages[i];
                 m.base = Some((flags, kws));
                 if let Some(file) = self.folder.files.get(&uid) {
-                    tx.put_message(
-                        self.mailbox,
-                        &MessageRow {
-                            uid,
-                            guid: m.guid.clone(),
-                            file: file.clone(),
-                            flags: m.flags,
-                            keywords: m.keywords.clone(),
-                            modseq: m.modseq,
-                            base: m.base.clone(),
-                            pop3_uidl: m.pop3_uidl.clone(),
-                            pop3_order: m.pop3_order,
-                        },
-                    )?;
+                    tx.put_message(self.mailbox, &m.index_row(file.clone()))?;
                 }
             }
         }

@@ -208,21 +208,11 @@ fn signature(dir: &Path) -> (String, i128) {
 }
 
 fn read_uidlist(dir: &Path) -> Result<Option<Uidlist>> {
-    let path = dir.join(UIDLIST);
-    match std::fs::read(&path) {
-        Ok(bytes) => uidlist::parse(&bytes, &path).map(Some),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io(format!("reading {}", path.display()), e)),
-    }
+    Uidlist::read(dir)
 }
 
 pub(crate) fn read_keywords(dir: &Path) -> Result<KeywordsFile> {
-    let path = dir.join(KEYWORDS);
-    match std::fs::read(&path) {
-        Ok(bytes) => KeywordsFile::parse(&bytes, &path),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(KeywordsFile::default()),
-        Err(e) => Err(Error::io(format!("reading {}", path.display()), e)),
-    }
+    KeywordsFile::read(dir).map(Option::unwrap_or_default)
 }
 
 fn uidvalidity_now() -> u32 {
